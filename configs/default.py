@@ -1,0 +1,79 @@
+"""Every config field, its default and what it means.
+
+The defaults follow the original PyTorch project (Adam, lr 1e-3, batch 64, 50 epochs,
+patience 6, 64 px, random flip, BatchNorm, adaptive max pool to 2x2, no dropout). The other
+config files start from `get_config()` here and override a few fields.
+
+  python main.py --config=configs/default.py --workdir=runs/vgg16 \
+      --config.data_source=/data/tiny-imagenet-200.zip
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Returns the default configuration (VGG-16 with the seed's recipe)."""
+  config = ml_collections.ConfigDict()
+
+  # --- Data -------------------------------------------------------------------------------
+  config.dataset = 'tiny_imagenet'  # TFDS name; any local image-classification TFDS works.
+  config.data_source = ''  # Extracted `tiny-imagenet-200` folder or its zip; '' = download.
+  config.data_dir = ''  # TFDS data dir for prepared TFRecords; '' = TFDS default.
+  config.train_split = 'train'  # Split to train on.
+  config.eval_split = 'validation'  # Split evaluated each epoch (early stopping watches it).
+  config.predict_split = 'test'  # Split that --mode=predict writes predictions for.
+  config.cache = True  # Keep decoded uint8 images in memory after the first epoch.
+  config.skip_corrupt = False  # Skip unreadable images while preparing (and report them).
+  config.image_size = 64  # Side the model sees; images are resized when it differs.
+  # Generated sample (Tiny ImageNet layout) used when `data_source` is '' and enabled.
+  config.sample = ml_collections.ConfigDict()
+  config.sample.enabled = False  # Generate and train on a synthetic sample instead.
+  config.sample.num_classes = 10  # Classes in the sample.
+  config.sample.train_per_class = 100  # Train images per class.
+  config.sample.val_per_class = 20  # Validation images per class.
+  config.sample.test_images = 100  # Unlabelled test images.
+  config.sample.seed = 0  # Seed of the drawing; same seed, same files.
+
+  # --- Augmentation (train only; evaluation is deterministic) ------------------------------
+  config.augment = ml_collections.ConfigDict()
+  config.augment.flip = True  # Random horizontal flip, as the seed.
+  config.augment.crop_padding = 0  # Random crop after zero-padding this many px; 0 = off.
+
+  # --- Model ------------------------------------------------------------------------------
+  config.model = ml_collections.ConfigDict()
+  config.model.depth = 16  # 11, 13, 16 or 19 weight layers.
+  config.model.conv1x1 = False  # Paper config C: last conv of stages 3-5 is 1x1 (depth 16).
+  config.model.batch_norm = True  # Conv -> BatchNorm -> ReLU, as the seed.
+  config.model.width = 64  # Channels of the first stage (64 = the paper).
+  config.model.hidden_units = 4096  # Width of the two hidden dense layers.
+  config.model.pool_size = (2, 2)  # Adaptive pool output before the head.
+  config.model.pool_type = 'max'  # 'max' (the seed's README) or 'avg' (the seed's code).
+  config.model.dropout_rate = 0.0  # Dropout in the head; 0 = the seed.
+  config.dtype = 'float32'  # Computation dtype ('float32' or 'bfloat16'); params stay f32.
+
+  # --- Optimisation -----------------------------------------------------------------------
+  config.seed = 0  # Seed for initialisation, data order and augmentation.
+  config.batch_size = 64  # Global training batch (all devices and processes).
+  config.eval_batch_size = 256  # Global evaluation batch.
+  config.num_epochs = 50  # Upper bound on epochs; early stopping may end sooner.
+  config.optimizer = 'adam'  # 'adam', 'adamw' or 'sgd' (with momentum).
+  config.learning_rate = 1e-3  # Peak learning rate.
+  config.schedule = 'constant'  # 'constant' or 'cosine' (with linear warm-up).
+  config.warmup_epochs = 0  # Linear warm-up length (epochs) for the schedule.
+  config.weight_decay = 0.0  # Decoupled for adamw, L2 added to the gradient for sgd.
+  config.momentum = 0.9  # SGD momentum.
+  config.nesterov = True  # Nesterov momentum for SGD.
+  config.label_smoothing = 0.0  # Label smoothing of the cross-entropy.
+
+  # --- Early stopping ---------------------------------------------------------------------
+  config.early_stopping = ml_collections.ConfigDict()
+  config.early_stopping.patience = 6  # Epochs without improvement before stopping.
+  config.early_stopping.min_delta = 0.0  # Improvement smaller than this does not count.
+
+  # --- Logging and checkpoints ------------------------------------------------------------
+  config.log_every_steps = 50  # Train scalars to TensorBoard every N steps.
+  config.progress_bar = True  # Progress bar on an interactive terminal.
+  config.profile = False  # Trace a few steps with the JAX profiler.
+  config.max_checkpoints = 1  # Latest checkpoints kept in `checkpoints/`.
+  config.steps_per_epoch = -1  # -1 = the whole train split; smaller for quick runs.
+  return config

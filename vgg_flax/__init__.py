@@ -1,0 +1,1 @@
+"""vgg_flax: the VGG family for Tiny ImageNet in JAX/Flax."""
