@@ -1,0 +1,367 @@
+"""PyTorch state_dict -> Flax variables for `vgg_flax.models.VGG`.
+
+Two layouts of names are understood:
+
+* the original project's: `layers.<i>.conv.{weight,bias}`, `layers.<i>.bNorm.{weight,bias,
+  running_mean,running_var}` (conv blocks interleaved with pooling layers), then
+  `fc_layers.<j>.{weight,bias}` (three Linear layers with ReLUs between);
+* torchvision's VGG: `features.<n>.{weight,bias}` (4-D conv weights; BatchNorm has 1-D
+  weights and running statistics) and `classifier.<n>.{weight,bias}`.
+
+Layers are matched by order, not by index, because only the order is certain: the k-th
+convolution becomes the k-th conv of the Flax model, the k-th Linear becomes `fc{k}`.
+
+Convert a file into a workdir:
+
+  python -m vgg_flax.convert --state_dict vgg16.pt --config configs/vgg16.py \
+      --workdir runs/vgg16_torch
+"""
+
+import collections
+import dataclasses
+import json
+import os
+import re
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vgg_flax import models
+
+# Number of conv layers -> VGG depth (each depth has 3 dense layers on top).
+_DEPTH_OF_NUM_CONVS = {sum(plan): depth for depth, plan in models.STAGE_PLANS.items()}
+_BN_KEYS = {'weight': 'scale', 'bias': 'bias'}
+_BN_STATS_KEYS = {'running_mean': 'mean', 'running_var': 'var'}
+_IGNORED_SUFFIXES = ('num_batches_tracked',)
+# `prefix.<index>.[submodule.]<leaf>`; the submodule is `conv`/`bNorm` in the original.
+_KEY_RE = re.compile(r'^(layers|fc_layers|features|classifier)\.(\d+)\.(?:(\w+)\.)?(\w+)$')
+
+
+@dataclasses.dataclass
+class _TorchLayer:
+  """One torch module's tensors, in state_dict order."""
+  kind: str  # 'conv', 'bn' or 'linear'.
+  prefix: str  # Module name, e.g. 'layers.3.conv' or 'features.0'.
+  tensors: dict[str, np.ndarray]
+
+
+def to_numpy(value: Any) -> np.ndarray:
+  """A torch tensor (by duck typing, so torch need not be imported) or array as numpy."""
+  if hasattr(value, 'detach'):
+    value = value.detach().cpu().numpy()
+  return np.asarray(value)
+
+
+def _strip_data_parallel(name: str) -> str:
+  return name[len('module.'):] if name.startswith('module.') else name
+
+
+def _parse_layers(state_dict: Mapping[str, Any]):
+  """Groups a state_dict into ordered torch layers.
+
+  Returns:
+    (convs, bns, linears, unused): lists of `_TorchLayer` in network order (a BatchNorm is
+    paired with the conv just before it) and the keys that fit no layer.
+  """
+  modules = collections.defaultdict(dict)
+  unused = []
+  for key, value in state_dict.items():
+    match = _KEY_RE.match(_strip_data_parallel(key))
+    if not match:
+      unused.append(key)
+      continue
+    section, index, submodule, leaf = match.groups()
+    if leaf in _IGNORED_SUFFIXES:
+      continue
+    modules[(section, int(index), submodule or '')][leaf] = to_numpy(value)
+  layers = []
+  for (section, index, submodule), tensors in sorted(
+      modules.items(), key=lambda item: (_section_order(item[0][0]), item[0][1:])):
+    prefix = '.'.join(str(p) for p in (section, index, submodule) if p != '')
+    kind = _layer_kind(section, submodule, tensors)
+    if kind is None:
+      unused.extend(f'{prefix}.{leaf}' for leaf in tensors)
+    else:
+      layers.append(_TorchLayer(kind, prefix, tensors))
+  return layers, unused
+
+
+def _section_order(section: str) -> int:
+  # Feature extractors come before their classifiers whatever the dict order.
+  return 0 if section in ('layers', 'features') else 1
+
+
+def _layer_kind(section: str, submodule: str, tensors: Mapping[str, np.ndarray]):
+  """'conv', 'bn', 'linear' or None (unknown) for one torch module."""
+  if section in ('fc_layers', 'classifier'):
+    return 'linear' if not submodule else None
+  if section == 'layers':
+    return {'conv': 'conv', 'bNorm': 'bn'}.get(submodule)
+  # torchvision `features.<n>`: BatchNorm has running statistics or a 1-D weight.
+  if submodule:
+    return None
+  weight = tensors.get('weight')
+  if any(k in tensors for k in _BN_STATS_KEYS) or (weight is not None and weight.ndim == 1):
+    return 'bn'
+  return 'conv'
+
+
+def _flax_conv_names(model: models.VGG) -> list[str]:
+  """Flax names of the model's conv blocks, in network order (without suffix)."""
+  plan = models.stage_plan(model.depth, model.conv1x1)
+  return [f'stage{s + 1}_{i + 1}' for s, kernels in enumerate(plan)
+          for i in range(len(kernels))]
+
+
+def _expected_variables(model: models.VGG):
+  """Shapes of the model's variables; conv and dense shapes do not depend on image size."""
+  side = models.MIN_IMAGE_SIZE * 2
+  images = jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32)
+  return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
+
+
+def _check_structure(convs, bns, linears, model: models.VGG) -> None:
+  """Raises a ValueError that names the depth when the layer counts do not fit the model."""
+  num_convs = sum(len(k) for k in models.stage_plan(model.depth, model.conv1x1))
+  if len(convs) != num_convs:
+    guess = _DEPTH_OF_NUM_CONVS.get(len(convs))
+    hint = (f': is this a depth-{guess} model?' if guess else
+            f'; VGG depths have {sorted(_DEPTH_OF_NUM_CONVS)} conv layers.')
+    raise ValueError(f'state_dict has {len(convs)} conv layers but VGG depth {model.depth} '
+                     f'has {num_convs}{hint}')
+  if len(linears) != 3:
+    raise ValueError(f'state_dict has {len(linears)} Linear layers ('
+                     f'{", ".join(l.prefix for l in linears)}) but VGG has 3.')
+  if bns and not model.batch_norm:
+    raise ValueError(f'state_dict has {len(bns)} BatchNorm layers but the model has '
+                     f'batch_norm=False: set model.batch_norm=True.')
+
+
+def _pair_batch_norms(layers):
+  """Splits layers into convs, the BatchNorm after each conv (or None) and linears."""
+  convs, bn_of_conv, linears, stray = [], [], [], []
+  for layer in layers:
+    if layer.kind == 'conv':
+      convs.append(layer)
+      bn_of_conv.append(None)
+    elif layer.kind == 'bn':
+      if convs and bn_of_conv[-1] is None and not linears:
+        bn_of_conv[-1] = layer
+      else:
+        stray.append(layer)
+    else:
+      linears.append(layer)
+  return convs, bn_of_conv, linears, stray
+
+
+def _fc1_rows_to_nhwc(weight: np.ndarray, pool_size, channels: int) -> np.ndarray:
+  """Reorders fc1's inputs from torch's (c, h, w) flattening to Flax's (h, w, c)."""
+  out_features = weight.shape[0]
+  height, width = pool_size
+  if weight.shape[1] != channels * height * width:
+    return weight  # The shape check names the mismatch.
+  weight = weight.reshape(out_features, channels, height, width).transpose(0, 2, 3, 1)
+  return weight.reshape(out_features, -1)
+
+
+class _Converter:
+  """Fills the Flax variable tree, recording missing keys and shape mismatches."""
+
+  def __init__(self, expected):
+    self.expected = expected
+    self.variables = {collection: {} for collection in expected}
+    self.missing = []
+    self.mismatches = []
+
+  def put(self, collection, module, name, layer, torch_leaf, transform=lambda a: a):
+    """Stores `layer.tensors[torch_leaf]` (transformed) as variables[collection][module][name]."""
+    torch_name = f'{layer.prefix}.{torch_leaf}'
+    if torch_leaf not in layer.tensors:
+      self.missing.append(torch_name)
+      return
+    array = transform(layer.tensors[torch_leaf].astype(np.float32))
+    want = self.expected[collection][module][name].shape
+    if array.shape != tuple(want):
+      self.mismatches.append(f'{torch_name} -> {collection}/{module}/{name} has shape '
+                             f'{array.shape}, the model wants {tuple(want)}')
+      return
+    self.variables[collection].setdefault(module, {})[name] = array
+
+
+def from_torch_state_dict(state_dict: Mapping[str, Any], model: models.VGG) -> dict:
+  """Converts a PyTorch VGG state_dict into Flax variables for `model`.
+
+  Args:
+    state_dict: names to numpy arrays or torch tensors, in the original project's layout
+      (`layers.*`, `fc_layers.*`) or torchvision's (`features.*`, `classifier.*`); a
+      DataParallel `module.` prefix is allowed.
+    model: the `VGG` module the weights are for; its depth, conv1x1, batch_norm, width,
+      hidden_units, pool_size and num_classes must match the weights.
+
+  Returns:
+    {'params': ..., 'batch_stats': ...} (batch_stats only with BatchNorm) of float32 numpy
+    arrays, ready for `model.apply`.
+
+  Raises:
+    ValueError: one line naming a wrong depth, the first shape mismatch, missing keys or
+      unused keys.
+  """
+  layers, unused = _parse_layers(state_dict)
+  convs, bn_of_conv, linears, stray = _pair_batch_norms(layers)
+  unused += [f'{l.prefix}.{leaf}' for l in stray for leaf in l.tensors]
+  _check_structure(convs, [b for b in bn_of_conv if b is not None], linears, model)
+
+  expected = _expected_variables(model)
+  converter = _Converter(expected)
+  for name, conv, bn in zip(_flax_conv_names(model), convs, bn_of_conv):
+    _convert_conv_block(converter, name, conv, bn, model.batch_norm)
+  last_conv = expected['params'][f'{_flax_conv_names(model)[-1]}_conv']['kernel']
+  fc1_inputs = lambda w: _fc1_rows_to_nhwc(w, model.pool_size, last_conv.shape[-1])
+  for i, linear in enumerate(linears, start=1):
+    reorder = fc1_inputs if i == 1 else (lambda w: w)
+    converter.put('params', f'fc{i}', 'kernel', linear, 'weight', lambda w: reorder(w).T)
+    converter.put('params', f'fc{i}', 'bias', linear, 'bias')
+    unused += [f'{linear.prefix}.{leaf}' for leaf in linear.tensors
+               if leaf not in ('weight', 'bias')]
+
+  _raise_on_problems(converter, unused)
+  return converter.variables
+
+
+def _convert_conv_block(converter, name, conv, bn, batch_norm):
+  """Conv OIHW -> HWIO; BatchNorm weight/bias -> params, running stats -> batch_stats."""
+  converter.put('params', f'{name}_conv', 'kernel', conv, 'weight',
+                lambda w: w.transpose(2, 3, 1, 0))
+  converter.put('params', f'{name}_conv', 'bias', conv, 'bias')
+  if not batch_norm:
+    return
+  if bn is None:
+    converter.missing.append(f'BatchNorm after {conv.prefix} (for {name}_bn)')
+    return
+  for torch_leaf, flax_name in _BN_KEYS.items():
+    converter.put('params', f'{name}_bn', flax_name, bn, torch_leaf)
+  for torch_leaf, flax_name in _BN_STATS_KEYS.items():
+    converter.put('batch_stats', f'{name}_bn', flax_name, bn, torch_leaf)
+
+
+def _raise_on_problems(converter: _Converter, unused: list[str]) -> None:
+  problems = []
+  if converter.mismatches:
+    problems.append(f'shape mismatch: {converter.mismatches[0]}'
+                    + (f' (and {len(converter.mismatches) - 1} more)'
+                       if len(converter.mismatches) > 1 else ''))
+  if converter.missing:
+    problems.append(f'missing keys: {", ".join(converter.missing)}')
+  if unused:
+    problems.append(f'unused keys: {", ".join(unused)}')
+  if problems:
+    raise ValueError('Cannot convert the state_dict: ' + '; '.join(problems) + '.')
+
+
+def num_classes_of(state_dict: Mapping[str, Any]) -> int:
+  """Outputs of the state_dict's last Linear layer (the model's number of classes)."""
+  layers, _ = _parse_layers(state_dict)
+  linears = [l for l in layers if l.kind == 'linear' and 'weight' in l.tensors]
+  if not linears:
+    raise ValueError('state_dict has no Linear layer (fc_layers.* or classifier.*).')
+  return int(linears[-1].tensors['weight'].shape[0])
+
+
+def load_state_dict(path: str) -> dict[str, np.ndarray]:
+  """Reads a `torch.save(model.state_dict(), path)` file without unpickling objects.
+
+  Args:
+    path: the file.
+
+  Returns:
+    Names to float numpy arrays.
+
+  Raises:
+    ValueError: when the file is not a plain state_dict (e.g. a whole-model pickle).
+  """
+  import torch  # pylint: disable=g-import-not-at-top  # Only the CLI needs torch.
+  try:
+    loaded = torch.load(path, map_location='cpu', weights_only=True)
+  except Exception as e:  # pylint: disable=broad-except  # Re-raised with the remedy.
+    raise ValueError(
+        f'{path} is not a plain state_dict ({type(e).__name__}). Whole-model pickles are '
+        f'not loaded (that would run arbitrary code): load it with the original code and '
+        f'save `torch.save(model.state_dict(), ...)` instead.') from e
+  if not isinstance(loaded, Mapping):
+    raise ValueError(f'{path} holds a {type(loaded).__name__}, not a state_dict mapping.')
+  return {name: to_numpy(value) for name, value in loaded.items()}
+
+
+def convert_file(path: str, config) -> tuple[models.VGG, dict]:
+  """Builds the model of `config` for the weights in `path` and converts them.
+
+  Args:
+    path: a `torch.save(model.state_dict())` file.
+    config: a config with a `model` section (and optionally `dtype`).
+
+  Returns:
+    (model, variables).
+  """
+  state_dict = load_state_dict(path)
+  model = models.create_model(config.model, num_classes=num_classes_of(state_dict),
+                              dtype=config.get('dtype', 'float32'))
+  return model, from_torch_state_dict(state_dict, model)
+
+
+def write_converted_workdir(config, variables: Mapping[str, Any], workdir: str) -> str:
+  """Writes `config.json` and the converted variables as a checkpoint in `workdir`.
+
+  NOTE: provisional layout. The training code owns the workdir format; the lead will align
+  this function with its `best/` CheckpointManager layout (step, item name, TrainState
+  fields) so that `--mode=evaluate|predict|predict_ensemble` load it like a trained run.
+  For now: `<workdir>/config.json` and an orbax StandardCheckpointer save of
+  {'params', 'batch_stats'} at `<workdir>/best/0/state`.
+
+  Args:
+    config: the ConfigDict the model was built from.
+    variables: {'params': ..., 'batch_stats': ...} from `from_torch_state_dict`.
+    workdir: directory to create.
+
+  Returns:
+    The checkpoint path.
+  """
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top  # Slow import.
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config.to_json_best_effort(indent=2))
+  state = {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
+  path = os.path.join(workdir, 'best', '0', 'state')
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(path, state)
+  checkpointer.wait_until_finished()
+  return path
+
+
+def main(argv):
+  del argv
+  config = FLAGS.config
+  model, variables = convert_file(FLAGS.state_dict, config)
+  path = write_converted_workdir(config, variables, FLAGS.workdir)
+  print(json.dumps({'depth': model.depth, 'conv1x1': model.conv1x1,
+                    'num_classes': model.num_classes,
+                    'params': models.count_params(variables['params']),
+                    'checkpoint': path}))
+
+
+if __name__ == '__main__':
+  # Flags are defined only when run as a program, so importing this module (from tests or
+  # the training code) does not clash with main.py's --config/--workdir.
+  from absl import app, flags  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  FLAGS = flags.FLAGS
+  flags.DEFINE_string('state_dict', None, 'A torch.save(model.state_dict()) file.',
+                      required=True)
+  config_flags.DEFINE_config_file('config', None, 'Config of the model the weights are for.',
+                                  lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Directory to write the converted run to.',
+                      required=True)
+  flags.mark_flags_as_required(['config'])
+  app.run(main)
