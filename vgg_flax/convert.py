@@ -77,8 +77,8 @@ def _parse_layers(state_dict: Mapping[str, Any]):
       continue
     modules[(section, int(index), submodule or '')][leaf] = to_numpy(value)
   layers = []
-  for (section, index, submodule), tensors in sorted(
-      modules.items(), key=lambda item: (_section_order(item[0][0]), item[0][1:])):
+  for (section, index, submodule), tensors in sorted(modules.items(),
+                                                     key=lambda item: _order(*item[0])):
     prefix = '.'.join(str(p) for p in (section, index, submodule) if p != '')
     kind = _layer_kind(section, submodule, tensors)
     if kind is None:
@@ -88,9 +88,11 @@ def _parse_layers(state_dict: Mapping[str, Any]):
   return layers, unused
 
 
-def _section_order(section: str) -> int:
-  # Feature extractors come before their classifiers whatever the dict order.
-  return 0 if section in ('layers', 'features') else 1
+def _order(section: str, index: int, submodule: str) -> tuple[int, int, int, str]:
+  """Network order: features before the classifier, a block's conv before its bNorm."""
+  section_rank = 0 if section in ('layers', 'features') else 1
+  submodule_rank = {'': 0, 'conv': 0, 'bNorm': 1}.get(submodule, 2)
+  return section_rank, index, submodule_rank, submodule
 
 
 def _layer_kind(section: str, submodule: str, tensors: Mapping[str, np.ndarray]):
