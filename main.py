@@ -1,0 +1,59 @@
+"""Trains, evaluates and predicts with VGG models on Tiny ImageNet.
+
+  python main.py --config=configs/vgg16_c11.py --workdir=runs/vgg16_c11
+  python main.py --config=configs/vgg16_c11.py --workdir=runs/vgg16_c11 --mode=evaluate
+  python main.py --mode=predict_ensemble --config=configs/ensemble.py --workdir=runs/ensemble
+
+An existing workdir is resumed. A mistake in the config or the data ends with a one-line
+message and exit status 2.
+"""
+
+import os
+import pathlib
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+import tensorflow as tf
+
+from vgg_flax import runner
+
+MODES = ('train', 'evaluate', 'predict', 'predict_ensemble')
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Directory for everything a run writes; an existing one '
+                    'is resumed. Default: runs/<config file name>.')
+flags.DEFINE_enum('mode', 'train', MODES, 'What to do.')
+config_flags.DEFINE_config_file('config', 'configs/smoke.py', 'Config file (ml_collections).',
+                                lock_config=True)
+
+
+def default_workdir() -> str:
+  """runs/<config file stem>, e.g. runs/vgg16_c11 for configs/vgg16_c11.py."""
+  config_path = config_flags.get_config_filename(FLAGS['config'])
+  return str(pathlib.Path('runs') / pathlib.Path(config_path.split(':')[0]).stem)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  # TensorFlow only feeds data: keep it off the GPUs so JAX has their memory.
+  tf.config.experimental.set_visible_devices([], 'GPU')
+  logging.info('JAX process %d/%d, local devices: %s', jax.process_index(),
+               jax.process_count(), jax.local_devices())
+  workdir = FLAGS.workdir or default_workdir()
+  try:
+    runner.run(FLAGS.mode, FLAGS.config, workdir)
+  except runner.USER_ERRORS as error:
+    print(f'error: {error}', file=sys.stderr)
+    sys.exit(runner.exit_code(error))
+
+
+if __name__ == '__main__':
+  jax.config.config_with_absl()
+  app.run(main)

@@ -1,0 +1,143 @@
+"""Checks a config before anything is compiled, and compares it with a workdir's.
+
+Every user mistake becomes one `ConfigError` line that names the field, the value and what
+would be right; `main.py` prints it and exits with status 2.
+"""
+
+import json
+import pathlib
+
+import jax
+import ml_collections
+
+from vgg_flax import models
+
+OPTIMIZERS = ('adam', 'adamw', 'sgd')
+SCHEDULES = ('constant', 'cosine')
+DTYPES = ('float32', 'bfloat16')
+POOL_TYPES = ('max', 'avg')
+# Fields that define the network; a workdir trained with other values cannot be resumed.
+MODEL_FIELDS = ('model', 'dataset')
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message names the field."""
+
+
+def _require(condition: bool, message: str) -> None:
+  if not condition:
+    raise ConfigError(message)
+
+
+def _check_positive(config, *names: str) -> None:
+  for name in names:
+    value = config[name]
+    _require(isinstance(value, (int, float)) and value > 0,
+             f'{name}={value!r} must be a positive number.')
+
+
+def _check_choice(value, name: str, choices) -> None:
+  _require(value in choices, f'{name}={value!r} is not one of {", ".join(map(repr, choices))}.')
+
+
+def _check_model(model: ml_collections.ConfigDict) -> None:
+  _check_choice(model.depth, 'model.depth', sorted(models.STAGE_PLANS))
+  _require(not model.conv1x1 or model.depth == 16,
+           f'model.conv1x1=True is defined for model.depth=16 only (configuration C), '
+           f'not {model.depth}.')
+  _require(model.width >= 1, f'model.width={model.width} must be at least 1.')
+  _require(model.hidden_units >= 1,
+           f'model.hidden_units={model.hidden_units} must be at least 1.')
+  _require(len(model.pool_size) == 2 and all(s >= 1 for s in model.pool_size),
+           f'model.pool_size={tuple(model.pool_size)} must be two positive ints, e.g. (2, 2).')
+  _check_choice(model.pool_type, 'model.pool_type', POOL_TYPES)
+  _require(0.0 <= model.dropout_rate < 1.0,
+           f'model.dropout_rate={model.dropout_rate} must be in [0, 1).')
+
+
+def _check_batches(config) -> None:
+  devices, processes = jax.device_count(), jax.process_count()
+  for name in ('batch_size', 'eval_batch_size'):
+    value = config[name]
+    _require(isinstance(value, int) and value > 0, f'{name}={value!r} must be a positive int.')
+    _require(value % devices == 0,
+             f'{name}={value} is not divisible by the {devices} devices; use a multiple '
+             f'of {devices}.')
+    _require(value % processes == 0,
+             f'{name}={value} is not divisible by the {processes} processes.')
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Raises `ConfigError` for the first field that cannot work.
+
+  Args:
+    config: a config built from `configs/default.py`.
+  """
+  _check_model(config.model)
+  _check_batches(config)
+  _check_positive(config, 'learning_rate', 'num_epochs', 'log_every_steps')
+  _require(isinstance(config.num_epochs, int), f'num_epochs={config.num_epochs!r} must be an int.')
+  _require(config.image_size >= models.MIN_IMAGE_SIZE,
+           f'image_size={config.image_size} is too small for five 2x2 pools; use at least '
+           f'{models.MIN_IMAGE_SIZE}.')
+  _check_choice(config.optimizer, 'optimizer', OPTIMIZERS)
+  _check_choice(config.schedule, 'schedule', SCHEDULES)
+  _check_choice(config.dtype, 'dtype', DTYPES)
+  _require(config.weight_decay >= 0, f'weight_decay={config.weight_decay} must be >= 0.')
+  _require(0 <= config.label_smoothing < 1,
+           f'label_smoothing={config.label_smoothing} must be in [0, 1).')
+  _require(0 <= config.warmup_epochs < config.num_epochs or config.warmup_epochs == 0,
+           f'warmup_epochs={config.warmup_epochs} must be below num_epochs={config.num_epochs}.')
+  _require(config.early_stopping.patience >= 1,
+           f'early_stopping.patience={config.early_stopping.patience} must be at least 1.')
+  _require(config.early_stopping.min_delta >= 0,
+           f'early_stopping.min_delta={config.early_stopping.min_delta} must be >= 0.')
+  _require(config.augment.crop_padding >= 0,
+           f'augment.crop_padding={config.augment.crop_padding} must be >= 0.')
+  _require(config.steps_per_epoch == -1 or config.steps_per_epoch >= 1,
+           f'steps_per_epoch={config.steps_per_epoch} must be -1 (whole split) or positive.')
+
+
+def flatten_dict(tree: dict, prefix: str = '') -> dict:
+  """Nested dicts to one level with dotted keys; sequences become lists."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(flatten_dict(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = list(value) if isinstance(value, (list, tuple)) else value
+  return flat
+
+
+def config_to_dict(config: ml_collections.ConfigDict) -> dict:
+  """A JSON round-trip of the config (tuples become lists)."""
+  return json.loads(config.to_json_best_effort())
+
+
+def load_saved_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
+  """The config saved in a workdir's `config.json`, as a ConfigDict."""
+  path = pathlib.Path(workdir) / 'config.json'
+  if not path.exists():
+    raise ConfigError(f'{path} does not exist: {workdir} is not a vgg_flax workdir.')
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def model_differences(saved: dict, current: dict) -> list[str]:
+  """Human-readable `field: saved -> current` lines for the network-defining fields."""
+  saved_flat = flatten_dict({k: saved.get(k) for k in MODEL_FIELDS})
+  current_flat = flatten_dict({k: current.get(k) for k in MODEL_FIELDS})
+  return [f'{key}: {saved_flat.get(key)!r} in the workdir, {current_flat.get(key)!r} now'
+          for key in sorted(set(saved_flat) | set(current_flat))
+          if saved_flat.get(key) != current_flat.get(key)]
+
+
+def check_workdir_compatible(config: ml_collections.ConfigDict,
+                             workdir: str | pathlib.Path) -> None:
+  """Refuses to resume a workdir whose saved config has another model or dataset."""
+  path = pathlib.Path(workdir) / 'config.json'
+  if not path.exists():
+    return
+  differences = model_differences(json.loads(path.read_text()), config_to_dict(config))
+  _require(not differences,
+           f'{workdir} holds a run with another model config ({"; ".join(differences)}); '
+           f'use a new --workdir or the same model settings.')

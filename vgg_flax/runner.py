@@ -1,0 +1,35 @@
+"""Dispatches `main.py --mode=...` and names the errors that are the user's to fix."""
+
+import ml_collections
+
+from input_pipeline import pipeline
+from vgg_flax import configuration
+from vgg_flax import train
+
+# Mistakes a user can fix from the message alone: main.py prints one line, no traceback.
+USER_ERRORS = (configuration.ConfigError, pipeline.DataError, train.NonFiniteLossError,
+               FileNotFoundError)
+
+
+def exit_code(error: Exception) -> int:
+  """2 for a bad config or bad data (nothing ran), 1 for a run that failed."""
+  if isinstance(error, (configuration.ConfigError, pipeline.DataError, FileNotFoundError)):
+    return 2
+  return 1
+
+
+def run(mode: str, config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Runs one mode of main.py."""
+  if mode == 'train':
+    train.train_and_evaluate(config, workdir)
+    return
+  from vgg_flax import predict  # pylint: disable=g-import-not-at-top
+  if mode == 'evaluate':
+    predict.evaluate_workdir(config, workdir)
+  elif mode == 'predict':
+    predict.predict_workdir(config, workdir)
+  elif mode == 'predict_ensemble':
+    predict.predict_ensemble(config, workdir)
+  else:
+    raise configuration.ConfigError(f'--mode={mode!r} is not one of train, evaluate, '
+                                    f'predict, predict_ensemble.')

@@ -1,0 +1,156 @@
+"""The train state and the jitted steps: everything that runs on the accelerator.
+
+This module imports no TensorFlow, so benchmarks on GPU hosts that carry JAX alone can use
+the exact step that training uses.
+"""
+
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax.training import train_state
+
+from vgg_flax import metrics as vgg_metrics
+from vgg_flax import preprocess as vgg_preprocess
+from vgg_flax import sharding
+
+
+class TrainState(train_state.TrainState):
+  """Params, optimizer state and step (from flax), BatchNorm statistics and the RNG.
+
+  `rng` holds raw key data (uint32), so checkpoints store a plain array.
+  """
+  batch_stats: Any
+  rng: jax.Array
+
+
+def create_learning_rate_schedule(config: ml_collections.ConfigDict,
+                                  steps_per_epoch: int) -> optax.Schedule:
+  """Constant, or linear warm-up then cosine decay to zero over `num_epochs`."""
+  if config.schedule == 'constant':
+    return optax.constant_schedule(config.learning_rate)
+  warmup_steps = int(config.warmup_epochs * steps_per_epoch)
+  total_steps = max(config.num_epochs * steps_per_epoch, warmup_steps + 1)
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=config.learning_rate, warmup_steps=warmup_steps,
+      decay_steps=total_steps, end_value=0.0)
+
+
+def create_optimizer(config: ml_collections.ConfigDict,
+                     schedule: optax.Schedule) -> optax.GradientTransformation:
+  """Adam (the seed), AdamW (decoupled weight decay) or SGD with (Nesterov) momentum.
+
+  For 'adam' and 'sgd' a non-zero `weight_decay` is an L2 term added to the gradient, as
+  PyTorch's `weight_decay` argument does.
+  """
+  if config.optimizer == 'adamw':
+    return optax.adamw(schedule, weight_decay=config.weight_decay)
+  if config.optimizer == 'adam':
+    base = optax.adam(schedule)
+  else:
+    base = optax.sgd(schedule, momentum=config.momentum, nesterov=config.nesterov)
+  if config.weight_decay:
+    return optax.chain(optax.add_decayed_weights(config.weight_decay), base)
+  return base
+
+
+def create_train_state(model, tx: optax.GradientTransformation, rng: jax.Array,
+                       image_size: int) -> TrainState:
+  """Initialises the model's variables and the optimizer state."""
+  init_rng, state_rng = jax.random.split(rng)
+  images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+  variables = model.init(init_rng, images, train=False)
+  return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
+                           batch_stats=variables.get('batch_stats', {}),
+                           rng=jax.random.key_data(state_rng))
+
+
+def create_sharded_train_state(model, tx, rng: jax.Array, image_size: int,
+                               mesh: jax.sharding.Mesh) -> tuple[TrainState, Any]:
+  """Initialises the state directly into its (replicated) sharding.
+
+  Returns:
+    The state and the pytree of its shardings (for jit and checkpoint restore).
+  """
+  init = functools.partial(create_train_state, model, tx, image_size=image_size)
+  abstract = jax.eval_shape(init, rng)
+  state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
+  state = jax.jit(init, out_shardings=state_sharding)(rng)
+  return state, state_sharding
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array,
+                  label_smoothing: float = 0.0) -> jax.Array:
+  """Per-example softmax cross-entropy with optional label smoothing."""
+  targets = jax.nn.one_hot(labels, logits.shape[-1])
+  if label_smoothing:
+    targets = optax.smooth_labels(targets, label_smoothing)
+  return optax.softmax_cross_entropy(logits, targets)
+
+
+def model_variables(state: TrainState) -> dict:
+  """The variables `model.apply` takes: params and, with BatchNorm, its statistics."""
+  variables = {'params': state.params}
+  if state.batch_stats:
+    variables['batch_stats'] = state.batch_stats
+  return variables
+
+
+def infer_logits(apply_fn: Callable, variables: dict, images: jax.Array, *, image_size: int,
+                 dtype: Any) -> jax.Array:
+  """Deterministic logits for uint8 images: resize, normalise, apply in eval mode."""
+  inputs = vgg_preprocess.preprocess(images, image_size=image_size, dtype=dtype)
+  return apply_fn(variables, inputs, train=False)
+
+
+def train_step(state: TrainState, batch: dict, *, config: ml_collections.ConfigDict,
+               learning_rate_fn: optax.Schedule) -> tuple[TrainState, Any]:
+  """One optimizer step on a global batch of uint8 images, augmented on the device."""
+  step_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+  augment_rng, dropout_rng = jax.random.split(step_rng)
+  images = vgg_preprocess.preprocess(
+      batch['image'], image_size=config.image_size, rng=augment_rng,
+      flip=config.augment.flip, crop_padding=config.augment.crop_padding,
+      dtype=jnp.dtype(config.dtype))
+
+  def loss_fn(params):
+    variables = model_variables(state.replace(params=params))
+    logits, updates = state.apply_fn(variables, images, train=True, mutable=['batch_stats'],
+                                     rngs={'dropout': dropout_rng})
+    losses = cross_entropy(logits, batch['label'], config.label_smoothing)
+    return losses.mean(), (losses, logits, updates)
+
+  grads, (losses, logits, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
+  new_state = state.apply_gradients(grads=grads,
+                                    batch_stats=updates.get('batch_stats', state.batch_stats))
+  step_metrics = vgg_metrics.TrainMetrics.single_from_model_output(
+      loss=losses, logits=logits, labels=batch['label'],
+      learning_rate=learning_rate_fn(state.step))
+  return new_state, step_metrics
+
+
+def eval_step(state: TrainState, batch: dict, *, config: ml_collections.ConfigDict) -> Any:
+  """Metrics of one padded evaluation batch; the mask leaves padding out."""
+  logits = infer_logits(state.apply_fn, model_variables(state), batch['image'],
+                        image_size=config.image_size, dtype=jnp.dtype(config.dtype))
+  # Padding carries label -1; clip it to a valid class, the mask removes it anyway.
+  labels = jnp.maximum(batch['label'], 0)
+  return vgg_metrics.EvalMetrics.single_from_model_output(
+      loss=cross_entropy(logits, labels), logits=logits, labels=labels, mask=batch['mask'])
+
+
+def jit_train_step(config, learning_rate_fn, state_sharding, mesh) -> Callable:
+  """`train_step` compiled for the mesh, the state donated (updated in place)."""
+  step = functools.partial(train_step, config=config, learning_rate_fn=learning_rate_fn)
+  return jax.jit(step, in_shardings=(state_sharding, sharding.data_sharding(mesh)),
+                 out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
+
+
+def jit_eval_step(config, state_sharding, mesh) -> Callable:
+  """`eval_step` compiled for the mesh."""
+  step = functools.partial(eval_step, config=config)
+  return jax.jit(step, in_shardings=(state_sharding, sharding.data_sharding(mesh)),
+                 out_shardings=sharding.replicated(mesh))

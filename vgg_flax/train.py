@@ -1,0 +1,274 @@
+"""The host loop: epochs, exact evaluation, early stopping, checkpoints and logs.
+
+The jitted math lives in `vgg_flax.steps`; this module decides what happens between steps.
+"""
+
+import dataclasses
+import json
+import math
+import pathlib
+import sys
+import time
+from typing import Any, Callable, Iterable
+
+import jax
+import ml_collections
+from absl import logging
+from clu import metric_writers
+from clu import periodic_actions
+
+from input_pipeline import pipeline
+from vgg_flax import checkpointing
+from vgg_flax import configuration
+from vgg_flax import models
+from vgg_flax import reporting
+from vgg_flax import sharding
+from vgg_flax import steps
+from vgg_flax.early_stopping import EarlyStopping
+
+
+class NonFiniteLossError(RuntimeError):
+  """Training produced a NaN or infinite loss."""
+
+
+@dataclasses.dataclass
+class LoopState:
+  """What the host loop must remember across a restart (saved with each checkpoint)."""
+  epoch: int
+  early_stopping: EarlyStopping
+  history: list[dict]
+
+  def to_json(self) -> dict:
+    return {'epoch': self.epoch, 'early_stopping': self.early_stopping.state_dict(),
+            'history': self.history}
+
+  @classmethod
+  def fresh(cls, config: ml_collections.ConfigDict) -> 'LoopState':
+    stopper = EarlyStopping(patience=config.early_stopping.patience,
+                            min_delta=config.early_stopping.min_delta)
+    return cls(epoch=0, early_stopping=stopper, history=[])
+
+  @classmethod
+  def from_json(cls, config: ml_collections.ConfigDict, saved: dict) -> 'LoopState':
+    loop = cls.fresh(config)
+    loop.early_stopping.load_state_dict(saved['early_stopping'])
+    return cls(epoch=int(saved['epoch']), early_stopping=loop.early_stopping,
+               history=list(saved['history']))
+
+
+@dataclasses.dataclass
+class Trainer:
+  """The compiled pieces of a run, built once by `create_trainer`."""
+  config: ml_collections.ConfigDict
+  info: Any  # pipeline.DatasetInfo
+  model: models.VGG
+  mesh: jax.sharding.Mesh
+  state: steps.TrainState
+  state_sharding: Any
+  steps_per_epoch: int
+  learning_rate_fn: Callable
+  train_step: Callable
+  eval_step: Callable
+
+
+def create_trainer(config: ml_collections.ConfigDict, info=None) -> Trainer:
+  """Builds the model, the sharded train state and the jitted steps for a config."""
+  info = info or pipeline.get_dataset_info(config)
+  model = models.create_model(config.model, num_classes=info.num_classes, dtype=config.dtype)
+  mesh = sharding.create_mesh()
+  steps_per_epoch = pipeline.train_steps_per_epoch(config, info)
+  if steps_per_epoch < 1:
+    raise configuration.ConfigError(
+        f'batch_size={config.batch_size} is larger than the {info.split_sizes[config.train_split]}'
+        f' examples of split {config.train_split!r}; use a smaller batch_size.')
+  learning_rate_fn = steps.create_learning_rate_schedule(config, steps_per_epoch)
+  tx = steps.create_optimizer(config, learning_rate_fn)
+  state, state_sharding = steps.create_sharded_train_state(
+      model, tx, jax.random.key(config.seed), config.image_size, mesh)
+  return Trainer(
+      config=config, info=info, model=model, mesh=mesh, state=state,
+      state_sharding=state_sharding, steps_per_epoch=steps_per_epoch,
+      learning_rate_fn=learning_rate_fn,
+      train_step=steps.jit_train_step(config, learning_rate_fn, state_sharding, mesh),
+      eval_step=steps.jit_eval_step(config, state_sharding, mesh))
+
+
+def evaluate_split(trainer: Trainer, state: steps.TrainState, split: str) -> dict[str, float]:
+  """Loss, top-1 and top-5 accuracy over a whole split, every example counted once."""
+  batch_sharding = sharding.data_sharding(trainer.mesh)
+  merged = None
+  for batch in pipeline.eval_batches(trainer.config, trainer.info, split):
+    batch_metrics = trainer.eval_step(state, sharding.to_global_batch(batch, batch_sharding))
+    merged = batch_metrics if merged is None else merged.merge(batch_metrics)
+  if merged is None:
+    raise pipeline.DataError(f'split {split!r} is empty: nothing to evaluate.')
+  return {k: float(v) for k, v in merged.compute().items()}
+
+
+def _progress_bar(config, total: int, epoch: int):
+  """A tqdm bar on an interactive terminal of process 0, else None (one line an epoch)."""
+  if not (config.progress_bar and sys.stderr.isatty() and jax.process_index() == 0):
+    return None
+  import tqdm  # pylint: disable=g-import-not-at-top
+  return tqdm.tqdm(total=total, desc=f'epoch {epoch}', unit='step', leave=False)
+
+
+def _check_finite(loss: float, step: int) -> None:
+  if not math.isfinite(loss):
+    raise NonFiniteLossError(
+        f'training loss is {loss} at step {step}; stopped. The checkpoints of the last '
+        f'finished epoch are kept: lower learning_rate or check the data.')
+
+
+def train_epoch(trainer: Trainer, state: steps.TrainState, epoch: int, writer,
+                hooks: Iterable[Callable]) -> tuple[steps.TrainState, dict[str, float]]:
+  """One pass over this epoch's batches; returns the new state and the epoch's metrics.
+
+  Metrics stay on the device and are merged there; the host reads them only every
+  `log_every_steps` steps (to write TensorBoard scalars and check the loss is finite).
+  """
+  config = trainer.config
+  batch_sharding = sharding.data_sharding(trainer.mesh)
+  epoch_metrics = window_metrics = None
+  bar = _progress_bar(config, trainer.steps_per_epoch, epoch)
+  # Counted on the host: reading `state.step` would wait for each step to finish.
+  step = int(state.step)
+  for batch in pipeline.train_batches(config, trainer.info, epoch=epoch):
+    state, step_metrics = trainer.train_step(state,
+                                             sharding.to_global_batch(batch, batch_sharding))
+    epoch_metrics = step_metrics if epoch_metrics is None else epoch_metrics.merge(step_metrics)
+    window_metrics = (step_metrics if window_metrics is None
+                      else window_metrics.merge(step_metrics))
+    step += 1
+    for hook in hooks:
+      hook(step)
+    if bar is not None:
+      bar.update(1)
+    if step % config.log_every_steps == 0:
+      scalars = window_metrics.compute()
+      _check_finite(float(scalars['loss']), step)
+      writer.write_scalars(step, {f'train_{k}': v for k, v in scalars.items()})
+      window_metrics = None
+      if bar is not None:
+        bar.set_postfix(loss=f'{float(scalars["loss"]):.3f}')
+  if bar is not None:
+    bar.close()
+  summary = {k: float(v) for k, v in epoch_metrics.compute().items()}
+  _check_finite(summary['loss'], int(state.step))
+  return state, summary
+
+
+def _history_row(epoch: int, train: dict, val: dict, seconds: float) -> dict:
+  return {'epoch': epoch, 'train_loss': train['loss'], 'train_accuracy': train['accuracy'],
+          'train_top5_accuracy': train['top5_accuracy'], 'val_loss': val['loss'],
+          'val_accuracy': val['accuracy'], 'val_top5_accuracy': val['top5_accuracy'],
+          'learning_rate': train['learning_rate'], 'seconds': round(seconds, 3)}
+
+
+def _log_epoch(row: dict, loop: LoopState, improved: bool) -> None:
+  logging.info(
+      'epoch %d: train loss %.4f acc %.4f | val loss %.4f acc %.4f top5 %.4f | %.1fs%s',
+      row['epoch'], row['train_loss'], row['train_accuracy'], row['val_loss'],
+      row['val_accuracy'], row['val_top5_accuracy'], row['seconds'],
+      ' (best)' if improved else f' ({loop.early_stopping.bad_epochs} without improvement)')
+
+
+def _write_epoch_reports(workdir: pathlib.Path, writer, loop: LoopState, step: int) -> None:
+  """TensorBoard epoch scalars, `history.csv` and the plots (process 0 only)."""
+  row = loop.history[-1]
+  writer.write_scalars(step, {k: v for k, v in row.items() if k not in ('seconds',)})
+  writer.flush()
+  if jax.process_index() == 0:
+    reporting.write_history(workdir / 'history.csv', loop.history)
+    reporting.write_plots(workdir / 'plots', loop.history)
+
+
+def _save_config(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
+  if jax.process_index() == 0:
+    (workdir / 'config.json').write_text(
+        json.dumps(configuration.config_to_dict(config), indent=2) + '\n')
+
+
+def _restore_or_start(trainer: Trainer, checkpoints) -> tuple[steps.TrainState, LoopState]:
+  abstract = jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      trainer.state, trainer.state_sharding)
+  restored = checkpoints.restore_latest(abstract)
+  if restored is None:
+    return trainer.state, LoopState.fresh(trainer.config)
+  state, loop_json = restored
+  loop = LoopState.from_json(trainer.config, loop_json)
+  logging.info('Resuming after epoch %d (step %d).', loop.epoch, int(state.step))
+  return state, loop
+
+
+def _hparams(config: ml_collections.ConfigDict) -> dict:
+  """The config flattened to `a.b: scalar` pairs for TensorBoard's hparams."""
+  flat = configuration.flatten_dict(configuration.config_to_dict(config))
+  return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps.TrainState:
+  """Trains with early stopping on the validation loss; resumes an existing workdir.
+
+  Args:
+    config: a config from `configs/` (see `configs/default.py` for the fields).
+    workdir: where checkpoints, TensorBoard events, `history.csv` and plots go.
+
+  Returns:
+    The train state after the last epoch run.
+  """
+  configuration.validate_config(config)
+  workdir = pathlib.Path(workdir)
+  configuration.check_workdir_compatible(config, workdir)
+  trainer = create_trainer(config)
+  workdir.mkdir(parents=True, exist_ok=True)
+  _save_config(config, workdir)
+  checkpoints = checkpointing.WorkdirCheckpoints(workdir, max_to_keep=config.max_checkpoints)
+  state, loop = _restore_or_start(trainer, checkpoints)
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0, asynchronous=False)
+  if loop.epoch == 0:
+    writer.write_hparams(_hparams(config))
+  hooks = _create_hooks(config, trainer, workdir, writer)
+  try:
+    state = _run_epochs(trainer, state, loop, checkpoints, writer, hooks, workdir)
+  finally:
+    checkpoints.wait_until_finished()
+    checkpoints.close()
+    writer.close()
+  return state
+
+
+def _create_hooks(config, trainer: Trainer, workdir: pathlib.Path, writer) -> list:
+  total_steps = config.num_epochs * trainer.steps_per_epoch
+  hooks = [periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
+                                           every_secs=60.0)]
+  if config.profile and jax.process_index() == 0:
+    hooks.append(periodic_actions.Profile(num_profile_steps=5, logdir=str(workdir)))
+  return hooks
+
+
+def _run_epochs(trainer: Trainer, state, loop: LoopState, checkpoints, writer, hooks,
+                workdir: pathlib.Path) -> steps.TrainState:
+  config = trainer.config
+  for epoch in range(loop.epoch + 1, config.num_epochs + 1):
+    if loop.early_stopping.should_stop:
+      break
+    start = time.perf_counter()
+    state, train_summary = train_epoch(trainer, state, epoch, writer, hooks)
+    val_summary = evaluate_split(trainer, state, config.eval_split)
+    _check_finite(val_summary['loss'], int(state.step))
+    row = _history_row(epoch, train_summary, val_summary, time.perf_counter() - start)
+    improved = loop.early_stopping.update(epoch, row['val_loss'])
+    loop.epoch = epoch
+    loop.history.append(row)
+    _write_epoch_reports(workdir, writer, loop, int(state.step))
+    if improved:
+      checkpoints.save_best(epoch, steps.model_variables(state), loop.to_json())
+    checkpoints.save_latest(epoch, state, loop.to_json())
+    _log_epoch(row, loop, improved)
+  if loop.early_stopping.should_stop:
+    logging.info('Early stopping after epoch %d: best val loss %.4f at epoch %d.', loop.epoch,
+                 loop.early_stopping.best_loss, loop.early_stopping.best_epoch)
+  return state
