@@ -1,0 +1,368 @@
+"""TFDS builder `tiny_imagenet`: prepares Tiny ImageNet from the official files as they are.
+
+The source is the extracted `tiny-imagenet-200` folder or the official zip (read in place,
+nothing is extracted); with no source, the zip is downloaded and its MD5 checked. The val
+folder is read through `val/val_annotations.txt`, so nothing has to be rearranged by hand.
+
+Features:
+  image: (64, 64, 3) uint8. Grayscale JPEGs decode to 3 equal channels, CMYK and other
+    modes are converted to RGB, other sizes are resized to 64x64.
+  label: `ClassLabel` over the wnids in sorted order (the order of the original project's
+    predictions); the test split is unlabelled and holds -1, which `ClassLabel` accepts as
+    "no label".
+  file_name: the image's file name, e.g. `val_17.JPEG`.
+
+The number of classes comes from `wnids.txt`, so each source gets its own `BuilderConfig`,
+named from a fingerprint of the source (resolved path, size and modification time):
+two sources never share prepared files in one `data_dir`. Human-readable class names (from
+`words.txt`) are in `info.metadata['class_names']`.
+"""
+
+import dataclasses
+import hashlib
+import io
+import logging
+import os
+import pathlib
+import re
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+
+import numpy as np
+from PIL import Image
+import tensorflow_datasets as tfds
+
+URL = 'http://cs231n.stanford.edu/tiny-imagenet-200.zip'
+MD5 = '90528d7ca1a48142e341f4ef8d21d0de'
+IMAGE_SIZE = 64
+OFFICIAL_CONFIG = 'official'
+# Images of this shape and mode are stored as they are; the others are re-encoded (PNG).
+KEPT_MODES = ('RGB', 'L')
+
+
+class DataError(ValueError):
+  """Missing or malformed input data; the message names the file and what was expected."""
+
+
+def natural_key(name: str) -> list:
+  """Sort key that orders `val_2` before `val_10`."""
+  return [int(part) if part.isdigit() else part for part in re.split(r'(\d+)', name)]
+
+
+class Source:
+  """Read access to a `tiny-imagenet-200` folder or to the official zip, by relative path."""
+
+  def __init__(self, path: str | os.PathLike):
+    self.path = pathlib.Path(path).expanduser().resolve()
+    if zipfile.is_zipfile(self.path):
+      self._zip = zipfile.ZipFile(self.path)
+      self._names = set(self._zip.namelist())
+      roots = [n[:-len('wnids.txt')] for n in self._names if n.endswith('wnids.txt')]
+      self._prefix = min(roots, key=len) if roots else ''
+    elif self.path.is_dir():
+      self._zip = None
+      nested = self.path / 'tiny-imagenet-200'
+      if not (self.path / 'wnids.txt').exists() and (nested / 'wnids.txt').exists():
+        self.path = nested  # The folder the zip was extracted into.
+    else:
+      raise DataError(f'data_source={str(path)!r} is neither a folder nor a zip file; '
+                      'expected the extracted tiny-imagenet-200 folder or its zip.')
+
+  def describe(self, relative: str) -> str:
+    """A path for messages: `folder/relative` or `file.zip:prefix/relative`."""
+    if self._zip:
+      return f'{self.path}:{self._prefix}{relative}'
+    return str(self.path / relative)
+
+  def exists(self, relative: str) -> bool:
+    if self._zip:
+      full = self._prefix + relative
+      return full in self._names or any(n.startswith(full + '/') for n in self._names)
+    return (self.path / relative).exists()
+
+  def list_dir(self, relative: str) -> list[str]:
+    """Names of the files directly inside a folder, in natural order."""
+    if self._zip:
+      prefix = f'{self._prefix}{relative}/'
+      names = {n[len(prefix):].split('/')[0] for n in self._names if n.startswith(prefix)}
+      names.discard('')
+    else:
+      names = os.listdir(self.path / relative)
+    return sorted(names, key=natural_key)
+
+  def read_bytes(self, relative: str) -> bytes:
+    try:
+      if self._zip:
+        return self._zip.read(self._prefix + relative)
+      return (self.path / relative).read_bytes()
+    except (KeyError, FileNotFoundError) as e:
+      raise DataError(f'{self.describe(relative)}: file not found.') from e
+
+  def read_lines(self, relative: str, expected: str) -> list[str]:
+    """Non-empty lines of a text file; a missing file is a DataError saying what it holds."""
+    if not self.exists(relative):
+      raise DataError(f'{self.describe(relative)} not found; expected {expected}.')
+    return [l for l in self.read_bytes(relative).decode().splitlines() if l.strip()]
+
+  def fingerprint(self) -> str:
+    """Changes with the resolved path, size and modification time of the source."""
+    paths = [self.path]
+    if not self._zip:
+      paths += [self.path / 'wnids.txt', self.path / 'val' / 'val_annotations.txt']
+    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths if p.exists()]
+    return hashlib.sha256(repr(stats).encode()).hexdigest()[:12]
+
+
+def read_wnids(source: Source) -> list[str]:
+  """The wnids of `wnids.txt`, sorted: the class index order."""
+  wnids = [l.strip() for l in source.read_lines(
+      'wnids.txt', 'one wnid (e.g. n01443537) a line, the Tiny ImageNet class list')]
+  if len(set(wnids)) != len(wnids):
+    raise DataError(f'{source.describe("wnids.txt")}: repeated wnids; expected each once.')
+  return sorted(wnids)
+
+
+def read_class_names(source: Source, wnids: list[str]) -> list[str]:
+  """Human-readable names of the wnids from `words.txt` (the wnid itself when absent)."""
+  words = {}
+  if source.exists('words.txt'):
+    for line in source.read_lines('words.txt', 'wnid<TAB>names lines'):
+      wnid, _, names = line.partition('\t')
+      words[wnid.strip()] = names.strip()
+  return [words.get(w, w) for w in wnids]
+
+
+def split_files(source: Source, split: str, wnids: list[str]) -> list[tuple[str, str, int]]:
+  """(relative path, file name, label) of every image of a split, in natural order.
+
+  Args:
+    source: the dataset files.
+    split: 'train', 'validation' or 'test'.
+    wnids: sorted wnids; a label is an index into them (-1 for the test split).
+
+  Returns:
+    One tuple per image.
+
+  Raises:
+    DataError: a missing split folder or annotation file, or an unknown wnid.
+  """
+  folder = {'train': 'train', 'validation': 'val', 'test': 'test'}[split]
+  if not source.exists(folder):
+    raise DataError(f'{source.describe(folder)}: split folder not found; expected the '
+                    f'{split} images under {folder}/ as in the official tiny-imagenet-200.')
+  if split == 'train':
+    files = []
+    for label, wnid in enumerate(wnids):
+      images = f'train/{wnid}/images'
+      if not source.exists(images):
+        raise DataError(f'{source.describe(images)}: folder not found; expected the train '
+                        f'images of {wnid}, listed in wnids.txt.')
+      files += [(f'{images}/{n}', n, label) for n in source.list_dir(images)]
+    return files
+  if split == 'test':
+    return [(f'test/images/{n}', n, -1) for n in source.list_dir('test/images')]
+  return validation_files(source, wnids)
+
+
+def validation_files(source: Source, wnids: list[str]) -> list[tuple[str, str, int]]:
+  """Validation images and their labels, from `val/val_annotations.txt`."""
+  annotations = 'val/val_annotations.txt'
+  lines = source.read_lines(annotations, 'tab-separated lines "file, wnid, x0, y0, x1, y1" '
+                            'labelling val/images')
+  labels = {w: i for i, w in enumerate(wnids)}
+  files = []
+  for number, line in enumerate(lines, start=1):
+    fields = line.split('\t')
+    if len(fields) < 2:
+      raise DataError(f'{source.describe(annotations)}:{number}: {line!r}; expected '
+                      '"file<TAB>wnid<TAB>x0<TAB>y0<TAB>x1<TAB>y1".')
+    name, wnid = fields[0].strip(), fields[1].strip()
+    if wnid not in labels:
+      raise DataError(f'{source.describe(annotations)}:{number}: wnid {wnid} of {name} is '
+                      f'not in wnids.txt; expected one of its {len(wnids)} wnids.')
+    files.append((f'val/images/{name}', name, labels[wnid]))
+  return sorted(files, key=lambda f: natural_key(f[1]))
+
+
+def decode_image(data: bytes, name: str) -> bytes | np.ndarray:
+  """Checks that an image decodes and returns what the `Image` feature should store.
+
+  64x64 RGB or grayscale JPEGs are kept as they are (the TFDS decoder asks for 3 channels,
+  so grayscale comes out as 3 equal channels); anything else is decoded here, converted to
+  RGB, resized to 64x64 and handed over as pixels.
+
+  Args:
+    data: the file's bytes.
+    name: the file, for messages.
+
+  Returns:
+    The original bytes, or a (64, 64, 3) uint8 array.
+
+  Raises:
+    DataError: an empty, truncated or otherwise unreadable image.
+  """
+  if not data:
+    raise DataError(f'{name}: empty file; expected a {IMAGE_SIZE}x{IMAGE_SIZE} JPEG image.')
+  try:
+    with Image.open(io.BytesIO(data)) as image:
+      image.load()  # Decodes the whole image: truncated files fail here.
+      if (image.format == 'JPEG' and image.mode in KEPT_MODES
+          and image.size == (IMAGE_SIZE, IMAGE_SIZE)):
+        return data
+      rgb = image.convert('RGB')
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    raise DataError(f'{name}: cannot decode the image ({e}); expected a complete '
+                    f'{IMAGE_SIZE}x{IMAGE_SIZE} JPEG image.') from None
+  if rgb.size != (IMAGE_SIZE, IMAGE_SIZE):
+    rgb = rgb.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+  return np.asarray(rgb, dtype=np.uint8)
+
+
+@dataclasses.dataclass(eq=False)
+class TinyImagenetConfig(tfds.core.BuilderConfig):
+  """One prepared copy per source; the classes are read from that source."""
+  source: str = ''
+  wnids: tuple[str, ...] = ()
+  class_names: tuple[str, ...] = ()
+  skip_corrupt: bool = False
+
+  def __repr__(self) -> str:  # TFDS logs the config: keep it short of the 200 wnids.
+    return (f'TinyImagenetConfig(name={self.name!r}, source={self.source!r}, '
+            f'classes={len(self.wnids)}, skip_corrupt={self.skip_corrupt})')
+
+
+def download_official(download_dir: str | os.PathLike) -> pathlib.Path:
+  """Downloads the official zip once and checks its MD5.
+
+  Args:
+    download_dir: folder that keeps the zip.
+
+  Returns:
+    The path of `tiny-imagenet-200.zip`.
+
+  Raises:
+    DataError: offline, or the download does not have the official MD5.
+  """
+  path = pathlib.Path(download_dir) / 'tiny-imagenet-200.zip'
+  if path.exists() and file_md5(path) == MD5:
+    return path
+  path.parent.mkdir(parents=True, exist_ok=True)
+  logging.info('Downloading %s to %s.', URL, path)
+  try:
+    with urllib.request.urlopen(URL, timeout=30) as response, tempfile.NamedTemporaryFile(
+        dir=path.parent, delete=False) as partial:
+      shutil.copyfileobj(response, partial)
+  except (urllib.error.URLError, OSError) as e:
+    raise DataError(f'cannot download {URL} ({e}); download tiny-imagenet-200.zip yourself '
+                    'and set config.data_source to its path (or to the extracted folder).'
+                    ) from None
+  if (md5 := file_md5(partial.name)) != MD5:
+    os.remove(partial.name)
+    raise DataError(f'{URL}: downloaded file has MD5 {md5}; expected {MD5}. Download it '
+                    'again, or set config.data_source to a copy you trust.')
+  os.replace(partial.name, path)
+  return path
+
+
+def file_md5(path: str | os.PathLike) -> str:
+  digest = hashlib.md5()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def builder_config(source: str | os.PathLike, *, skip_corrupt: bool = False,
+                   name: str | None = None) -> TinyImagenetConfig:
+  """The builder config of a source: its classes, and a name unique to the source.
+
+  Args:
+    source: the extracted `tiny-imagenet-200` folder or the official zip.
+    skip_corrupt: skip unreadable images instead of failing.
+    name: config name; by default derived from the source's fingerprint.
+
+  Returns:
+    The config to pass to `TinyImagenet(config=...)`.
+  """
+  files = Source(source)
+  wnids = read_wnids(files)
+  return TinyImagenetConfig(
+      name=name or f'source_{files.fingerprint()}',
+      description=f'Prepared from {files.path} ({len(wnids)} classes).',
+      source=str(files.path), wnids=tuple(wnids),
+      class_names=tuple(read_class_names(files, wnids)), skip_corrupt=skip_corrupt)
+
+
+def make_builder(source: str | os.PathLike = '', *, data_dir: str | None = None,
+                 skip_corrupt: bool = False) -> 'TinyImagenet':
+  """The `tiny_imagenet` builder for a source ('' downloads the official zip).
+
+  Args:
+    source: the extracted `tiny-imagenet-200` folder or its zip; '' to download it.
+    data_dir: TFDS data dir; None for the TFDS default.
+    skip_corrupt: skip unreadable images while preparing, and log how many.
+
+  Returns:
+    The builder; call `download_and_prepare()` before reading.
+  """
+  data_dir = data_dir or tfds.core.constants.get_default_data_dir()
+  if not source:
+    zip_path = download_official(pathlib.Path(data_dir) / 'downloads' / 'tiny_imagenet')
+    config = builder_config(zip_path, skip_corrupt=skip_corrupt, name=OFFICIAL_CONFIG)
+  else:
+    config = builder_config(source, skip_corrupt=skip_corrupt)
+  return TinyImagenet(config=config, data_dir=data_dir)
+
+
+class TinyImagenet(tfds.core.GeneratorBasedBuilder):
+  """Tiny ImageNet (200 classes, 64x64), from the official folder or zip."""
+
+  name = 'tiny_imagenet'
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Reads the official layout; val labels from annotations.'}
+  # Configs are made per source by `builder_config`; there is no fixed list.
+  BUILDER_CONFIGS = []
+  # No registered checksums (the MD5 is checked on download). Setting this also keeps TFDS
+  # from looking for a checksums file next to this module, a look-up that needs the
+  # `importlib_resources` package, which tensorflow-datasets 4.9.10 uses but does not pin.
+  url_infos = None
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    config = self.builder_config
+    return self.dataset_info_from_configs(
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Image(shape=(IMAGE_SIZE, IMAGE_SIZE, 3)),
+            'label': tfds.features.ClassLabel(names=config.wnids),
+            'file_name': tfds.features.Text(),
+        }),
+        supervised_keys=('image', 'label'),
+        homepage='https://cs231n.stanford.edu/',
+        metadata=tfds.core.MetadataDict(class_names=list(config.class_names)),
+        # Examples are written in file-name order, so evaluation and predictions keep it.
+        disable_shuffling=True,
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # The source is local (downloaded by `make_builder` if needed).
+    source = Source(self.builder_config.source)
+    wnids = list(self.builder_config.wnids)
+    return {split: self._generate_examples(source, split, split_files(source, split, wnids))
+            for split in ('train', 'validation', 'test')}
+
+  def _generate_examples(self, source: Source, split: str, files):
+    skipped = []
+    for relative, name, label in files:
+      try:
+        image = decode_image(source.read_bytes(relative), source.describe(relative))
+      except DataError:
+        if not self.builder_config.skip_corrupt:
+          raise
+        skipped.append(name)
+        continue
+      yield name, {'image': image, 'label': label, 'file_name': name}
+    if skipped:
+      logging.warning('skip_corrupt: skipped %d unreadable images of %d in split %s: %s',
+                      len(skipped), len(files), split, ', '.join(skipped[:10]))
