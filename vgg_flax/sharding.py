@@ -12,11 +12,12 @@ from jax.sharding import PartitionSpec as P
 DATA_AXIS = 'data'
 
 
-def create_mesh() -> jax.sharding.Mesh:
-  """A mesh over every device of every process, with the single axis `data`."""
+def create_mesh(devices=None) -> jax.sharding.Mesh:
+  """A mesh with the single axis `data` over `devices` (default: all, of all processes)."""
+  devices = jax.devices() if devices is None else list(devices)
   # Auto axes: the compiler propagates the batch sharding through the model (GSPMD), so
   # model code needs no sharding annotations.
-  return jax.make_mesh((jax.device_count(),), (DATA_AXIS,),
+  return jax.make_mesh((len(devices),), (DATA_AXIS,), devices=devices,
                        axis_types=(jax.sharding.AxisType.Auto,))
 
 
