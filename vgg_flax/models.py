@@ -4,7 +4,7 @@ The stage plans are those of the original PyTorch project (and of the paper's Ta
 five stages of `conv 3x3 -> BatchNorm -> ReLU` blocks, each stage followed by a 2x2/2 max
 pool, then an adaptive pool to `pool_size` and three dense layers.
 
-Parameter names are stable (`stage{s}_conv{i}`, `stage{s}_bn{i}`, `fc1..fc3`) because
+Parameter names are stable (`stage{s}_{i}_conv`, `stage{s}_{i}_bn`, `fc1..fc3`) because
 `vgg_flax.convert` maps PyTorch weights onto them.
 """
 
