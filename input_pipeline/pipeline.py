@@ -1,0 +1,299 @@
+"""tf.data input pipeline: this process's share of a split, decoded, cached, batched.
+
+tf.data does only what needs the host: reading, JPEG decoding, the in-memory cache of the
+decoded uint8 images, the shuffle and batching. Flip, crop, resize and normalisation run on
+the device inside the jitted step (`vgg_flax.preprocess`), which is both faster and gives
+every image its own random crop and flip.
+
+Train batches are shuffled by (seed, epoch), so a resumed run reproduces the order of any
+epoch, and drop the remainder. Eval batches keep the stored order (file-name order for
+Tiny ImageNet), are padded to full batches and carry a mask, so each example counts once.
+With cache on, the order comes from a shuffle of the decoded images; with it off, of the
+encoded records: the two orders differ, each is deterministic.
+"""
+
+import dataclasses
+import functools
+import math
+import os
+import pathlib
+import shutil
+import tempfile
+from typing import Iterator
+
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from input_pipeline import synthetic
+from input_pipeline import tiny_imagenet
+from input_pipeline.tiny_imagenet import DataError
+
+
+def hide_gpus_from_tf() -> None:
+  """Keeps TensorFlow off the accelerators, which belong to JAX."""
+  try:
+    tf.config.set_visible_devices([], 'GPU')
+  except RuntimeError:
+    pass  # TF has already set up its devices; it is too late to change them.
+
+
+hide_gpus_from_tf()
+
+# Decoded (and cached) datasets by (prepared data path, split, features): built once per
+# process, so the in-memory cache filled in the first epoch serves the later ones.
+_DECODED: dict[tuple, tf.data.Dataset] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What the training loop needs to know about a prepared dataset.
+
+  Attributes:
+    num_classes: number of classes.
+    class_names: human-readable words per class index.
+    label_names: the label feature's names (wnids for Tiny ImageNet) per class index.
+    split_sizes: total examples per split, over all processes.
+    image_shape: stored image shape, e.g. (64, 64, 3).
+  """
+  num_classes: int
+  class_names: tuple[str, ...]
+  label_names: tuple[str, ...]
+  split_sizes: dict[str, int]
+  image_shape: tuple[int, int, int]
+
+
+def data_dir(config: ml_collections.ConfigDict) -> str:
+  """The TFDS data dir: `config.data_dir`, or the TFDS default."""
+  return config.data_dir or tfds.core.constants.get_default_data_dir()
+
+
+def resolve_data_source(config: ml_collections.ConfigDict) -> str:
+  """The source to prepare from.
+
+  Args:
+    config: the run's config.
+
+  Returns:
+    `config.data_source` as an absolute path; the generated sample's folder when
+    `config.sample.enabled` and no source is given (it is written on first use); '' when
+    the official zip is to be downloaded, or for datasets other than Tiny ImageNet.
+  """
+  if config.data_source:
+    return str(pathlib.Path(config.data_source).expanduser().resolve())
+  if config.dataset != 'tiny_imagenet' or not config.sample.enabled:
+    return ''
+  return str(generate_sample(config))
+
+
+def generate_sample(config: ml_collections.ConfigDict) -> pathlib.Path:
+  """Writes the configured sample under the data dir once, and returns its folder."""
+  s = config.sample
+  name = (f'tiny_imagenet_sample_c{s.num_classes}_t{s.train_per_class}_'
+          f'v{s.val_per_class}_x{s.test_images}_s{s.seed}')
+  folder = pathlib.Path(data_dir(config)) / 'samples' / name
+  if not folder.exists():
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # Written aside and renamed, so another process never sees a half-written sample.
+    partial = tempfile.mkdtemp(prefix=f'{name}.', dir=folder.parent)
+    synthetic.write_sample(partial, num_classes=s.num_classes,
+                           train_per_class=s.train_per_class, val_per_class=s.val_per_class,
+                           test_images=s.test_images, seed=s.seed)
+    try:
+      os.rename(partial, folder)
+    except OSError:  # Another process was first.
+      shutil.rmtree(partial)
+  return folder / synthetic.FOLDER
+
+
+def load_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+  """The prepared builder of `config.dataset` (prepares it on first use)."""
+  if not config.progress_bar:
+    tfds.disable_progress_bar()
+  return prepared_builder(config.dataset, resolve_data_source(config), data_dir(config),
+                          config.skip_corrupt)
+
+
+@functools.lru_cache(maxsize=16)
+def prepared_builder(dataset: str, source: str, directory: str,
+                     skip_corrupt: bool) -> tfds.core.DatasetBuilder:
+  """Makes and prepares a builder once per process (each epoch asks for it again)."""
+  if dataset == 'tiny_imagenet':
+    builder = tiny_imagenet.make_builder(source, data_dir=directory, skip_corrupt=skip_corrupt)
+  else:
+    builder = tfds.builder(dataset, data_dir=directory)
+  builder.download_and_prepare()
+  return builder
+
+
+def get_dataset_info(config: ml_collections.ConfigDict) -> DatasetInfo:
+  """Prepares the dataset if needed and describes it.
+
+  Args:
+    config: the run's config (`dataset`, `data_source`, `data_dir`, `sample`, ...).
+
+  Returns:
+    The dataset's classes, split sizes and image shape.
+  """
+  info = load_builder(config).info
+  label_names = tuple(info.features['label'].names)
+  metadata = info.metadata or {}
+  return DatasetInfo(
+      num_classes=info.features['label'].num_classes,
+      class_names=tuple(metadata.get('class_names', label_names)),
+      label_names=label_names,
+      split_sizes={name: split.num_examples for name, split in info.splits.items()},
+      image_shape=tuple(info.features['image'].shape))
+
+
+def split_size(info: DatasetInfo, split: str) -> int:
+  """Examples in a split; an unknown split name is a DataError listing the known ones."""
+  if split not in info.split_sizes:
+    raise DataError(f'split {split!r} does not exist; available splits: '
+                    f'{", ".join(info.split_sizes)} (see config.train_split, eval_split, '
+                    'predict_split).')
+  return info.split_sizes[split]
+
+
+def local_batch_size(global_batch_size: int, field: str) -> int:
+  """This process's part of a global batch."""
+  count = jax.process_count()
+  if global_batch_size % count:
+    raise ValueError(f'config.{field}={global_batch_size} does not divide among '
+                     f'{count} processes; use a multiple of {count}.')
+  return global_batch_size // count
+
+
+def train_steps_per_epoch(config: ml_collections.ConfigDict, info: DatasetInfo) -> int:
+  """Full global batches per epoch, the same for every process.
+
+  Args:
+    config: uses `train_split`, `batch_size` and `steps_per_epoch` (a cap when > 0).
+    info: from `get_dataset_info`.
+
+  Returns:
+    The number of train steps in one epoch.
+  """
+  total = split_size(info, config.train_split)
+  # The smallest process share decides, so that all processes step together.
+  steps = total // jax.process_count() // local_batch_size(config.batch_size, 'batch_size')
+  if steps == 0:
+    raise ValueError(f'config.batch_size={config.batch_size} is larger than split '
+                     f'{config.train_split!r} ({total} examples); use a smaller batch_size.')
+  if config.steps_per_epoch > 0:
+    steps = min(steps, config.steps_per_epoch)
+  return steps
+
+
+def num_eval_batches(config: ml_collections.ConfigDict, info: DatasetInfo, split: str) -> int:
+  """Eval batches of a split, the same for every process (the largest share decides)."""
+  largest_share = math.ceil(split_size(info, split) / jax.process_count())
+  return math.ceil(largest_share / local_batch_size(config.eval_batch_size, 'eval_batch_size'))
+
+
+def process_share(total: int) -> int:
+  """Examples of a split that this process reads (as `tfds.split_for_jax_process`)."""
+  count, index = jax.process_count(), jax.process_index()
+  return total // count + (index < total % count)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+  """A shuffle seed of its own for each (seed, epoch)."""
+  return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint32)[0])
+
+
+def read_split(builder: tfds.core.DatasetBuilder, split: str) -> tf.data.Dataset:
+  """This process's share of a split, images still encoded, in stored order."""
+  return builder.as_dataset(
+      split=tfds.split_for_jax_process(split), shuffle_files=False,
+      decoders={'image': tfds.decode.SkipDecoding()},
+      # Caching is this module's decision (config.cache), after decoding.
+      read_config=tfds.ReadConfig(try_autocache=False))
+
+
+def decode_fn(builder: tfds.core.DatasetBuilder):
+  """Maps an encoded example to {'image': uint8, 'label': int32, 'file_name': string}."""
+  features = builder.info.features
+  image_feature = features['image']
+
+  def decode(example):
+    return {
+        'image': image_feature.decode_example(example['image']),
+        'label': tf.cast(example['label'], tf.int32) if 'label' in features else tf.constant(-1),
+        'file_name': example['file_name'] if 'file_name' in features else tf.constant(''),
+    }
+
+  return decode
+
+
+def decoded_split(builder: tfds.core.DatasetBuilder, split: str,
+                  cache: bool) -> tf.data.Dataset:
+  """This process's share of a split, decoded; with `cache`, decoded once per process."""
+  if not cache:
+    return read_split(builder, split).map(decode_fn(builder), num_parallel_calls=tf.data.AUTOTUNE)
+  key = (os.fspath(builder.data_path), split, jax.process_index())
+  if key not in _DECODED:
+    _DECODED[key] = read_split(builder, split).map(
+        decode_fn(builder), num_parallel_calls=tf.data.AUTOTUNE).cache()
+  return _DECODED[key]
+
+
+def train_batches(config: ml_collections.ConfigDict, info: DatasetInfo, *,
+                  epoch: int) -> Iterator[dict[str, np.ndarray]]:
+  """This process's train batches of one epoch.
+
+  Args:
+    config: uses `train_split`, `batch_size`, `seed`, `cache`, `steps_per_epoch`.
+    info: from `get_dataset_info`.
+    epoch: the epoch; with `config.seed` it fixes the order.
+
+  Yields:
+    Exactly `train_steps_per_epoch` batches of `batch_size // process_count` examples:
+    {'image': uint8 (b, H, W, 3) at stored size, 'label': int32 (b,)}.
+  """
+  steps = train_steps_per_epoch(config, info)
+  builder = load_builder(config)
+  split = config.train_split
+  share = process_share(info.split_sizes[split])
+  seed = epoch_seed(config.seed, epoch)
+  take_fields = lambda ex: {'image': ex['image'], 'label': ex['label']}
+  if config.cache:
+    ds = decoded_split(builder, split, cache=True).map(take_fields)
+    ds = ds.shuffle(share, seed=seed)
+  else:  # Shuffle the small encoded records, then decode.
+    ds = read_split(builder, split).shuffle(share, seed=seed)
+    ds = ds.map(decode_fn(builder), num_parallel_calls=tf.data.AUTOTUNE).map(take_fields)
+  ds = ds.batch(local_batch_size(config.batch_size, 'batch_size'), drop_remainder=True)
+  ds = ds.take(steps).prefetch(tf.data.AUTOTUNE)
+  yield from ds.as_numpy_iterator()
+
+
+def eval_batches(config: ml_collections.ConfigDict, info: DatasetInfo,
+                 split: str) -> Iterator[dict[str, np.ndarray]]:
+  """This process's eval batches of a split, in stored order, padded to full batches.
+
+  Args:
+    config: uses `eval_batch_size` and `cache`.
+    info: from `get_dataset_info`.
+    split: the split to read, e.g. `config.eval_split`.
+
+  Yields:
+    `num_eval_batches` batches of `eval_batch_size // process_count` examples:
+    {'image': uint8, 'label': int32 (-1 unlabelled or padding), 'mask': bool (False on
+    padding), 'file_name': object array of str ('' on padding)}.
+  """
+  num_batches = num_eval_batches(config, info, split)
+  builder = load_builder(config)
+  batch_size = local_batch_size(config.eval_batch_size, 'eval_batch_size')
+  ds = decoded_split(builder, split, cache=config.cache).map(lambda ex: {**ex, 'mask': True})
+  padding = tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype), ds.element_spec)
+  padding['label'] = tf.constant(-1)
+  share = process_share(info.split_sizes[split])
+  ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat(
+      num_batches * batch_size - share))
+  ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+  for batch in ds.as_numpy_iterator():
+    batch['file_name'] = np.array([f.decode() for f in batch['file_name']], dtype=object)
+    yield batch
