@@ -198,3 +198,26 @@ def test_cli_conversion_round_trip(tmp_path):
 
   assert model.num_classes == NUM_CLASSES  # Read from the last Linear layer.
   assert_same_logits(torch_model, model, variables, size=64)
+
+
+def test_order_of_keys_does_not_matter():
+  torch_model = randomize(TorchvisionVGG(11, batch_norm=True))
+  items = list(torch_model.state_dict().items())
+  shuffled = dict(items[i] for i in np.random.default_rng(0).permutation(len(items)))
+  model = flax_model(11, pool_size=(7, 7), pool_type='avg')
+  variables = convert.from_torch_state_dict(shuffled, model)
+  assert_same_logits(torch_model, model, variables, size=224)
+
+
+def test_unknown_leaf_of_a_known_layer_is_unused():
+  state_dict = OriginalVGG(11).state_dict()
+  state_dict['layers.0.conv.weight_orig'] = torch.zeros(1)
+  with pytest.raises(ValueError, match=r'unused keys: layers\.0\.conv\.weight_orig'):
+    convert.from_torch_state_dict(state_dict, flax_model(11))
+
+
+def test_whole_model_pickles_are_refused(tmp_path):
+  path = str(tmp_path / 'whole.pt')
+  torch.save(OriginalVGG(11), path)
+  with pytest.raises(ValueError, match=r'state_dict\(\)'):
+    convert.load_state_dict(path)

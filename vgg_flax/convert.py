@@ -62,8 +62,7 @@ def _parse_layers(state_dict: Mapping[str, Any]):
   """Groups a state_dict into ordered torch layers.
 
   Returns:
-    (convs, bns, linears, unused): lists of `_TorchLayer` in network order (a BatchNorm is
-    paired with the conv just before it) and the keys that fit no layer.
+    (layers, unused): the `_TorchLayer`s in network order, and the keys that fit no layer.
   """
   modules = collections.defaultdict(dict)
   unused = []
@@ -142,8 +141,11 @@ def _check_structure(convs, bns, linears, model: models.VGG) -> None:
 
 
 def _pair_batch_norms(layers):
-  """Splits layers into convs, the BatchNorm after each conv (or None) and linears."""
-  convs, bn_of_conv, linears, stray = [], [], [], []
+  """Splits layers into convs, the BatchNorm after each conv (or None) and linears.
+
+  A BatchNorm that follows no conv is left out, so its keys are reported as unused.
+  """
+  convs, bn_of_conv, linears = [], [], []
   for layer in layers:
     if layer.kind == 'conv':
       convs.append(layer)
@@ -151,11 +153,9 @@ def _pair_batch_norms(layers):
     elif layer.kind == 'bn':
       if convs and bn_of_conv[-1] is None and not linears:
         bn_of_conv[-1] = layer
-      else:
-        stray.append(layer)
     else:
       linears.append(layer)
-  return convs, bn_of_conv, linears, stray
+  return convs, bn_of_conv, linears
 
 
 def _fc1_rows_to_nhwc(weight: np.ndarray, pool_size, channels: int) -> np.ndarray:
@@ -176,6 +176,7 @@ class _Converter:
     self.variables = {collection: {} for collection in expected}
     self.missing = []
     self.mismatches = []
+    self.used = set()
 
   def put(self, collection, module, name, layer, torch_leaf, transform=lambda a: a):
     """Stores `layer.tensors[torch_leaf]` (transformed) as variables[collection][module][name]."""
@@ -183,6 +184,7 @@ class _Converter:
     if torch_leaf not in layer.tensors:
       self.missing.append(torch_name)
       return
+    self.used.add(torch_name)
     array = transform(layer.tensors[torch_leaf].astype(np.float32))
     want = self.expected[collection][module][name].shape
     if array.shape != tuple(want):
@@ -211,25 +213,30 @@ def from_torch_state_dict(state_dict: Mapping[str, Any], model: models.VGG) -> d
       unused keys.
   """
   layers, unused = _parse_layers(state_dict)
-  convs, bn_of_conv, linears, stray = _pair_batch_norms(layers)
-  unused += [f'{l.prefix}.{leaf}' for l in stray for leaf in l.tensors]
+  convs, bn_of_conv, linears = _pair_batch_norms(layers)
   _check_structure(convs, [b for b in bn_of_conv if b is not None], linears, model)
 
-  expected = _expected_variables(model)
-  converter = _Converter(expected)
+  converter = _Converter(_expected_variables(model))
   for name, conv, bn in zip(_flax_conv_names(model), convs, bn_of_conv):
     _convert_conv_block(converter, name, conv, bn, model.batch_norm)
-  last_conv = expected['params'][f'{_flax_conv_names(model)[-1]}_conv']['kernel']
-  fc1_inputs = lambda w: _fc1_rows_to_nhwc(w, model.pool_size, last_conv.shape[-1])
-  for i, linear in enumerate(linears, start=1):
-    reorder = fc1_inputs if i == 1 else (lambda w: w)
-    converter.put('params', f'fc{i}', 'kernel', linear, 'weight', lambda w: reorder(w).T)
-    converter.put('params', f'fc{i}', 'bias', linear, 'bias')
-    unused += [f'{linear.prefix}.{leaf}' for leaf in linear.tensors
-               if leaf not in ('weight', 'bias')]
-
+  _convert_dense_layers(converter, linears, model)
+  unused += [f'{layer.prefix}.{leaf}' for layer in layers for leaf in layer.tensors
+             if f'{layer.prefix}.{leaf}' not in converter.used]
   _raise_on_problems(converter, unused)
   return converter.variables
+
+
+def _convert_dense_layers(converter, linears, model):
+  """Linear (out, in) -> Dense (in, out); fc1's inputs reordered to NHWC flattening."""
+  last_conv = f'{_flax_conv_names(model)[-1]}_conv'
+  channels = converter.expected['params'][last_conv]['kernel'].shape[-1]
+  for i, linear in enumerate(linears, start=1):
+    if i == 1:
+      to_kernel = lambda w: _fc1_rows_to_nhwc(w, model.pool_size, channels).T
+    else:
+      to_kernel = lambda w: w.T
+    converter.put('params', f'fc{i}', 'kernel', linear, 'weight', to_kernel)
+    converter.put('params', f'fc{i}', 'bias', linear, 'bias')
 
 
 def _convert_conv_block(converter, name, conv, bn, batch_norm):
