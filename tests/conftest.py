@@ -21,6 +21,12 @@ SAMPLE = dict(num_classes=4, train_per_class=24, val_per_class=8, test_images=12
 
 
 @pytest.fixture(scope='session')
+def sample_params():
+  """The parameters of `sample_folder` and `sample_zip`."""
+  return dict(SAMPLE)
+
+
+@pytest.fixture(scope='session')
 def sample_folder(tmp_path_factory):
   """The extracted `tiny-imagenet-200` folder of a generated sample."""
   return synthetic.write_sample(tmp_path_factory.mktemp('sample_folder'), **SAMPLE)
