@@ -221,3 +221,10 @@ def test_whole_model_pickles_are_refused(tmp_path):
   torch.save(OriginalVGG(11), path)
   with pytest.raises(ValueError, match=r'state_dict\(\)'):
     convert.load_state_dict(path)
+
+
+def test_conv1x1_weights_for_a_3x3_model_point_at_conv1x1():
+  state_dict = OriginalVGG(16, conv1x1=True).state_dict()
+  with pytest.raises(ValueError, match=r'layers\.\d+\.conv\.weight -> params/stage3_3_conv/'
+                                       r'kernel .* check model\.conv1x1'):
+    convert.from_torch_state_dict(state_dict, flax_model(16))

@@ -50,7 +50,10 @@ class _TorchLayer:
 def to_numpy(value: Any) -> np.ndarray:
   """A torch tensor (by duck typing, so torch need not be imported) or array as numpy."""
   if hasattr(value, 'detach'):
-    value = value.detach().cpu().numpy()
+    value = value.detach().cpu()
+    if value.is_floating_point():
+      value = value.float()  # numpy has no bfloat16.
+    value = value.numpy()
   return np.asarray(value)
 
 
@@ -188,8 +191,11 @@ class _Converter:
     array = transform(layer.tensors[torch_leaf].astype(np.float32))
     want = self.expected[collection][module][name].shape
     if array.shape != tuple(want):
+      hint = ''
+      if len(want) == 4 and array.shape[:2] != tuple(want[:2]):
+        hint = ' (1x1 vs 3x3 kernels: check model.conv1x1)'
       self.mismatches.append(f'{torch_name} -> {collection}/{module}/{name} has shape '
-                             f'{array.shape}, the model wants {tuple(want)}')
+                             f'{array.shape}, the model wants {tuple(want)}{hint}')
       return
     self.variables[collection].setdefault(module, {})[name] = array
 
