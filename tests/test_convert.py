@@ -228,3 +228,18 @@ def test_conv1x1_weights_for_a_3x3_model_point_at_conv1x1():
   with pytest.raises(ValueError, match=r'layers\.\d+\.conv\.weight -> params/stage3_3_conv/'
                                        r'kernel .* check model\.conv1x1'):
     convert.from_torch_state_dict(state_dict, flax_model(16))
+
+
+def test_write_converted_workdir_saves_config_and_variables(tmp_path):
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from configs import default  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  config.model.update(depth=11, width=WIDTH, hidden_units=HIDDEN)
+  model = flax_model(11)
+  variables = convert.from_torch_state_dict(randomize(OriginalVGG(11)).state_dict(), model)
+
+  path = convert.write_converted_workdir(config, variables, str(tmp_path / 'run'))
+
+  assert (tmp_path / 'run' / 'config.json').read_text().count('"depth": 11') == 1
+  restored = ocp.StandardCheckpointer().restore(path)
+  jax.tree.map(np.testing.assert_array_equal, restored, dict(variables))
