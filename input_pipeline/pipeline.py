@@ -233,7 +233,7 @@ def decoded_split(builder: tfds.core.DatasetBuilder, split: str,
   """This process's share of a split, decoded; with `cache`, decoded once per process."""
   if not cache:
     return read_split(builder, split).map(decode_fn(builder), num_parallel_calls=tf.data.AUTOTUNE)
-  key = (os.fspath(builder.data_path), split, jax.process_index())
+  key = (os.fspath(builder.data_path), split, jax.process_index(), jax.process_count())
   if key not in _DECODED:
     _DECODED[key] = read_split(builder, split).map(
         decode_fn(builder), num_parallel_calls=tf.data.AUTOTUNE).cache()
