@@ -1,0 +1,289 @@
+"""`--mode=predict_ensemble`: several trained workdirs vote on the test images.
+
+The original project wrote each model's test predictions to one CSV (columns
+`images, 11, 13, 16, 16_C11, 19`), took each row's most frequent class and, when all five
+disagreed, kept the 11-layer model's. `hard_vote` generalises that rule: among the classes
+with the most votes, the one the earliest member predicted wins. `soft_vote` averages the
+members' probabilities instead. Both are plain numpy, tested on crafted votes.
+
+Every member is rebuilt from its own `config.json` (members may differ in depth, width and
+image size) and restored from its `best/`; all of them read the same data (the ensemble
+config's data section when it names data, else the first member's).
+"""
+
+import math
+import pathlib
+
+import jax
+import matplotlib
+import ml_collections
+import numpy as np
+
+matplotlib.use('Agg')  # Files only: prediction hosts have no display.
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
+from vgg_flax import configuration  # pylint: disable=g-import-not-at-top
+from vgg_flax import predict  # pylint: disable=g-import-not-at-top
+from vgg_flax import sharding  # pylint: disable=g-import-not-at-top
+
+PREDICTIONS_FILE = 'ensemble_predictions.csv'
+REPORT_FILE = 'ensemble_report.json'
+FIGURE_FILE = 'sample_predictions.png'
+VOTE_COLUMNS = ('mode_pred', 'soft_pred', 'class_pred', 'class_words')
+# Each image of the figure takes this many inches (at FIGURE_DPI), its title included.
+FIGURE_COLUMNS = 4
+FIGURE_CELL_INCHES = (2.5, 2.8)
+FIGURE_DPI = 100
+
+
+# --- The votes (numpy) --------------------------------------------------------------------
+
+
+def hard_vote(predictions: np.ndarray) -> np.ndarray:
+  """Each image's most frequent class; among tied classes, the earliest member's.
+
+  Args:
+    predictions: (n_members, n_images) class indices, members in priority order.
+
+  Returns:
+    (n_images,) class indices. With five members, 2-2-1 votes go to whichever of the two
+    pairs the earliest member belongs to, and when all disagree the first member's class
+    stands (the original's rule).
+  """
+  predictions = np.asarray(predictions)
+  if predictions.ndim != 2 or predictions.shape[0] < 1:
+    raise ValueError(f'predictions must be (n_members >= 1, n_images), not {predictions.shape}.')
+  # votes[j, i]: how many members predict member j's class for image i.
+  votes = (predictions[:, None, :] == predictions[None, :, :]).sum(axis=1)
+  # argmax returns the first maximum: the earliest member among those with the top count.
+  winner = np.argmax(votes == votes.max(axis=0), axis=0)
+  return predictions[winner, np.arange(predictions.shape[1])]
+
+
+def soft_vote(probabilities: np.ndarray) -> np.ndarray:
+  """The class of highest mean probability over the members.
+
+  Args:
+    probabilities: (n_members, n_images, n_classes) softmax outputs.
+
+  Returns:
+    (n_images,) class indices (the lowest index on an exact tie).
+  """
+  probabilities = np.asarray(probabilities)
+  if probabilities.ndim != 3 or probabilities.shape[0] < 1:
+    raise ValueError('probabilities must be (n_members >= 1, n_images, n_classes), not '
+                     f'{probabilities.shape}.')
+  return np.argmax(probabilities.mean(axis=0), axis=-1)
+
+
+def agreement(predictions: np.ndarray) -> dict[str, float]:
+  """How often members agree: all of them, and two members on average."""
+  predictions = np.asarray(predictions)
+  n = predictions.shape[0]
+  same = predictions[:, None, :] == predictions[None, :, :]
+  pairs = [same[a, b].mean() for a in range(n) for b in range(a + 1, n)]
+  return {'all_agree': float(np.all(predictions == predictions[:1], axis=0).mean()),
+          'mean_pairwise': float(np.mean(pairs)) if pairs else 1.0}
+
+
+def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
+  """Fraction of predictions equal to the labels."""
+  return float(np.mean(np.asarray(predictions) == np.asarray(labels)))
+
+
+# --- Members ------------------------------------------------------------------------------
+
+
+def parse_members(config: ml_collections.ConfigDict) -> list[tuple[str, str]]:
+  """`config.members` as (name, workdir) pairs, checked.
+
+  Raises:
+    ConfigError: an empty list, a malformed entry, or a repeated or reserved name.
+  """
+  members = list(config.get('members') or [])
+  if not members:
+    raise configuration.ConfigError(
+        'config.members is empty; list the (name, workdir) pairs to ensemble, e.g. '
+        "[('11', 'runs/vgg11'), ('13', 'runs/vgg13')].")
+  pairs = []
+  for entry in members:
+    if isinstance(entry, str) or len(entry) != 2:
+      raise configuration.ConfigError(
+          f'config.members entry {entry!r} is not a (name, workdir) pair.')
+    name, workdir = str(entry[0]), str(entry[1])
+    if name in ('images', 'label', *VOTE_COLUMNS) or name in dict(pairs):
+      raise configuration.ConfigError(
+          f'config.members name {name!r} is repeated or is a column name of the CSV; '
+          'give each member its own name.')
+    pairs.append((name, workdir))
+  return pairs
+
+
+def _member_label(name: str) -> str:
+  return f'member {name!r}'
+
+
+def predict_members(config: ml_collections.ConfigDict, members: list[tuple[str, str]],
+                    keep_images: int) -> tuple[list, list, list]:
+  """Each member's predictions on `config.eval_split` and `config.predict_split`.
+
+  Every workdir is checked before any model runs; members are restored one at a time, so
+  only one model is in memory.
+
+  Returns:
+    (restored members without their variables, eval predictions, test predictions).
+  """
+  saved = [predict.load_workdir_config(workdir, _member_label(name))
+           for name, workdir in members]
+  data = config if predict.names_data(config) else saved[0]
+  mesh = sharding.create_mesh()
+  restored, evals, tests = [], [], []
+  for index, (name, workdir) in enumerate(members):
+    member = predict.restore_model(_member_label(name), workdir, runtime=config, data=data,
+                                   mesh=mesh)
+    if index == 0:  # Unknown splits fail before anything is predicted.
+      pipeline.split_size(member.info, config.eval_split)
+      pipeline.split_size(member.info, config.predict_split)
+    evals.append(predict.predict_split(member, config.eval_split, mesh=mesh))
+    tests.append(predict.predict_split(member, config.predict_split, mesh=mesh,
+                                       keep_images=keep_images if index == 0 else 0))
+    member.variables = None  # Only one model's variables in memory at a time.
+    restored.append(member)
+  return restored, evals, tests
+
+
+def _check_same_images(members: list, split_predictions: list) -> None:
+  first = split_predictions[0].file_names
+  for member, predictions in zip(members[1:], split_predictions[1:]):
+    if not np.array_equal(predictions.file_names, first):
+      raise pipeline.DataError(f'{member.name} predicted other images of split '
+                               f'{predictions.split!r} than the first member.')
+
+
+# --- Results ------------------------------------------------------------------------------
+
+
+def vote_rows(names: list[str], split_predictions: list, info: pipeline.DatasetInfo, *,
+              with_labels: bool) -> tuple[list[str], list[list], np.ndarray, np.ndarray]:
+  """The ensemble CSV of one split.
+
+  Returns:
+    (header, rows, hard-vote classes, soft-vote classes). Columns: `images`, `label` (with
+    labels only), one per member, `mode_pred`, `soft_pred`, `class_pred` (wnid of
+    `mode_pred`), `class_words`.
+  """
+  member_predictions = np.stack([p.predictions for p in split_predictions])
+  mode = hard_vote(member_predictions)
+  soft = soft_vote(np.stack([p.probabilities for p in split_predictions]))
+  first = split_predictions[0]
+  header = ['images', *(['label'] if with_labels else []), *names, *VOTE_COLUMNS]
+  rows = []
+  for i, file_name in enumerate(first.file_names):
+    rows.append([file_name, *([int(first.labels[i])] if with_labels else []),
+                 *(int(c) for c in member_predictions[:, i]), int(mode[i]), int(soft[i]),
+                 info.label_names[mode[i]], info.class_names[mode[i]]])
+  return header, rows, mode, soft
+
+
+def build_report(config, names: list[str], members: list, evals: list, tests: list,
+                 mode: np.ndarray, soft: np.ndarray) -> dict:
+  """Top-1 of each member, of both votes, and the members' agreement on the eval split."""
+  labels = evals[0].labels
+  if (labels < 0).any():
+    raise pipeline.DataError(f'eval_split {config.eval_split!r} is unlabelled; the report '
+                             'needs a labelled split.')
+  member_predictions = np.stack([p.predictions for p in evals])
+  return {
+      'split': config.eval_split,
+      'num_images': int(len(labels)),
+      'members': [{'name': name, 'workdir': str(m.workdir),
+                   'best_epoch': m.best_epoch, 'depth': int(m.config.model.depth),
+                   'conv1x1': bool(m.config.model.conv1x1), 'width': int(m.config.model.width),
+                   'image_size': int(m.config.image_size)} for name, m in zip(names, members)],
+      'member_accuracy': {name: accuracy(p, labels)
+                          for name, p in zip(names, member_predictions)},
+      'hard_vote_accuracy': accuracy(mode, labels),
+      'soft_vote_accuracy': accuracy(soft, labels),
+      'agreement': agreement(member_predictions),
+      'predict_split': config.predict_split,
+      'predict_images': int(len(tests[0].file_names)),
+  }
+
+
+def figure_size(num_images: int) -> tuple[int, int]:
+  """The figure's (width, height) in pixels for `num_images` images."""
+  columns = min(FIGURE_COLUMNS, num_images)
+  rows = math.ceil(num_images / FIGURE_COLUMNS)
+  return (round(columns * FIGURE_CELL_INCHES[0] * FIGURE_DPI),
+          round(rows * FIGURE_CELL_INCHES[1] * FIGURE_DPI))
+
+
+def draw_sample_figure(path: str | pathlib.Path, images: np.ndarray, titles: list[str]) -> None:
+  """A grid of images, each titled (the original's figure of test predictions)."""
+  columns = min(FIGURE_COLUMNS, len(images))
+  rows = math.ceil(len(images) / FIGURE_COLUMNS)
+  fig, axes = plt.subplots(rows, columns, squeeze=False, dpi=FIGURE_DPI,
+                           figsize=(columns * FIGURE_CELL_INCHES[0],
+                                    rows * FIGURE_CELL_INCHES[1]))
+  for ax in axes.flat:
+    ax.axis('off')
+  for ax, image, title in zip(axes.flat, images, titles):
+    ax.imshow(image, interpolation='nearest')
+    ax.set_title(title, fontsize=9)
+  fig.tight_layout()
+  predict.write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=FIGURE_DPI, format='png'))
+  plt.close(fig)
+
+
+def predict_ensemble(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Votes of the members of `config.members` on the test and validation splits.
+
+  Writes, into `workdir`, only once everything is computed (each file atomically):
+    * `ensemble_predictions.csv`: `config.predict_split`, one row per image in file-name
+      order: `images`, one column per member, `mode_pred`, `soft_pred`, `class_pred`,
+      `class_words`;
+    * `ensemble_<eval_split>_predictions.csv`: the same on `config.eval_split`, plus `label`;
+    * `ensemble_report.json`: see `build_report`;
+    * `sample_predictions.png`: the first `config.num_sample_images` test images titled with
+      the hard vote's class words.
+
+  Args:
+    config: from `configs/ensemble.py` (`members`, splits, batch size, data section).
+    workdir: where the results go.
+
+  Returns:
+    The report.
+
+  Raises:
+    ConfigError: empty or malformed `members`, or members trained on other classes.
+    FileNotFoundError: a member's workdir or `best/` checkpoint is missing.
+    DataError: an unknown split.
+  """
+  members = parse_members(config)
+  names = [name for name, _ in members]
+  num_images = int(config.get('num_sample_images', 16))
+  restored, evals, tests = predict_members(config, members, num_images)
+  _check_same_images(restored, evals)
+  _check_same_images(restored, tests)
+  info = restored[0].info
+  eval_header, eval_rows, eval_mode, eval_soft = vote_rows(names, evals, info, with_labels=True)
+  header, rows, test_mode, _ = vote_rows(names, tests, info, with_labels=False)
+  report = build_report(config, names, restored, evals, tests, eval_mode, eval_soft)
+  images = tests[0].images
+  row_of = {name: i for i, name in enumerate(tests[0].file_names)}
+  titles = [predict.short_words(info.class_names[test_mode[row_of[name]]])
+            for name in tests[0].image_names]
+  if jax.process_index() == 0:
+    out = pathlib.Path(workdir)
+    predict.write_csv(out / f'ensemble_{config.eval_split}_predictions.csv', eval_header,
+                      eval_rows)
+    predict.write_csv(out / PREDICTIONS_FILE, header, rows)
+    if len(images):
+      draw_sample_figure(out / FIGURE_FILE, images, titles)
+    predict.write_json(out / REPORT_FILE, report)
+  print(f'{len(names)} members on {config.eval_split}: '
+        + ', '.join(f'{n} {a:.4f}' for n, a in report['member_accuracy'].items())
+        + f'; hard vote {report["hard_vote_accuracy"]:.4f}, soft vote '
+        f'{report["soft_vote_accuracy"]:.4f} -> {workdir}')
+  return report
