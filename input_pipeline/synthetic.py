@@ -158,7 +158,8 @@ class _Writer:
     if self.zip:
       info = zipfile.ZipInfo(f'{FOLDER}/{relative}', date_time=ZIP_DATE)
       # JPEGs do not compress; the text files do.
-      info.compress_type = zipfile.ZIP_STORED if relative.endswith('.JPEG') else zipfile.ZIP_DEFLATED
+      jpeg = relative.endswith('.JPEG')
+      info.compress_type = zipfile.ZIP_STORED if jpeg else zipfile.ZIP_DEFLATED
       self.zip.writestr(info, data)
     else:
       path = self.root / relative
@@ -170,9 +171,9 @@ class _Writer:
       self.zip.close()
 
 
-def write_sample(output_dir, *, num_classes: int = 10, train_per_class: int = 100,
+def write_sample(output_dir, *, num_classes: int = 10, train_per_class: int = 100,  # pylint: disable=redefined-builtin
                  val_per_class: int = 20, test_images: int = 100, image_size: int = 64,
-                 seed: int = 0, zip: bool = False) -> pathlib.Path:  # pylint: disable=redefined-builtin
+                 seed: int = 0, zip: bool = False) -> pathlib.Path:
   """Writes a generated sample in the Tiny ImageNet layout.
 
   Args:

@@ -99,7 +99,8 @@ def test_eval_batches_cover_each_example_once(data_config, sample_folder):
     examples = all_eval_examples(data_config, info, split)
     assert examples['mask'].sum() == info.split_sizes[split]
     assert len(examples['mask']) == 10 * pipeline.num_eval_batches(data_config, info, split)
-    assert list(examples['file_name'][examples['mask']]) == sorted(names, key=tiny_imagenet.natural_key)
+    in_order = sorted(names, key=tiny_imagenet.natural_key)
+    assert list(examples['file_name'][examples['mask']]) == in_order
     padding = ~examples['mask']
     assert set(examples['file_name'][padding]) == {''} and set(examples['label'][padding]) == {-1}
     assert examples['image'][padding].max() == 0
