@@ -49,6 +49,27 @@ def variable_shapes(model, size, batch=1):
   return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
 
 
+def quick_init(model, images, seed=0):
+  """Variables of the model's shapes, drawn with numpy.
+
+  `model.init` compiles one random op per parameter shape, seconds on two CPUs; tests that
+  are not about initialisation take this instead (scaled like He init, so activations stay
+  O(1)).
+  """
+  rng = np.random.default_rng(seed)
+  shapes = variable_shapes(model, images.shape[1], batch=images.shape[0])
+
+  def draw(path, leaf):
+    name = path[-1].key
+    if name == 'kernel':
+      fan_in = math.prod(leaf.shape[:-1])
+      return jnp.asarray(rng.normal(size=leaf.shape) * math.sqrt(2 / fan_in), jnp.float32)
+    fill = 1.0 if name in ('scale', 'var') else 0.0
+    return jnp.full(leaf.shape, fill, jnp.float32)
+
+  return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
 def count(tree):
   return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
 
@@ -96,6 +117,13 @@ def test_output_shape_of_a_real_forward_pass():
   logits = model.apply(variables, images, train=False)
   assert logits.shape == (2, 5)
   assert np.all(np.isfinite(logits))
+  # The seed's init: Kaiming normal (fan_out) convs, N(0, 0.01) dense, zero biases.
+  params = variables['params']
+  kernel = params['stage5_2_conv']['kernel']  # 3x3x64x64: enough draws for a std.
+  np.testing.assert_allclose(np.std(kernel), math.sqrt(2 / (9 * 64)), rtol=0.05)
+  np.testing.assert_allclose(np.std(params['fc2']['kernel']), 0.01, rtol=0.2)
+  assert all(not np.any(leaf) for path, leaf in
+             jax.tree_util.tree_leaves_with_path(params) if path[-1].key == 'bias')
 
 
 @pytest.mark.parametrize('shape', [(1, 31, 64, 3), (1, 64, 16, 3)])
@@ -152,7 +180,7 @@ def test_adaptive_pool_int_output_size_and_bad_reduce():
 def tiny_bn_model():
   model = models.VGG(depth=11, num_classes=4, width=4, hidden_units=8)
   images = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
-  return model, model.init(jax.random.key(0), images, train=False), images
+  return model, quick_init(model, images), images
 
 
 def test_batch_norm_train_updates_stats(tiny_bn_model):
@@ -173,7 +201,7 @@ def test_batch_norm_eval_leaves_stats_alone(tiny_bn_model):
 def test_dropout_uses_its_rng_in_training_only():
   model = models.VGG(depth=11, num_classes=4, width=4, hidden_units=64, dropout_rate=0.5)
   images = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
-  variables = model.init(jax.random.key(0), images, train=False)
+  variables = quick_init(model, images)
 
   def train_logits(seed):
     logits, _ = model.apply(variables, images, train=True, mutable=['batch_stats'],
@@ -191,8 +219,9 @@ def test_dropout_uses_its_rng_in_training_only():
 def test_bfloat16_computes_in_bf16_keeps_float32_params_and_logits():
   model = models.VGG(depth=11, num_classes=4, dtype=jnp.bfloat16, **TINY)
   images = jnp.ones((2, 32, 32, 3))
-  variables = model.init(jax.random.key(0), images, train=False)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
   assert {a.dtype for a in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
+  variables = quick_init(model, images)
   logits, state = model.apply(variables, images, train=False, capture_intermediates=True,
                               mutable=['intermediates'])
   assert logits.dtype == jnp.float32
