@@ -257,17 +257,36 @@ def test_member_without_best_checkpoint(members, tmp_path):
   assert_fails(config, tmp_path / 'out', FileNotFoundError, "member 'u': .* no best/")
 
 
-def test_member_trained_on_other_classes(members, tmp_path, tfds_data_dir):
-  other_sample = synthetic.write_sample(tmp_path / 'other', num_classes=4, train_per_class=2,
-                                        val_per_class=2, test_images=2, seed=7)
-  other = tmp_path / 'other_member'
-  shutil.copytree(members['b'], other)
-  saved = json.loads((other / 'config.json').read_text())
-  saved['data_source'] = str(other_sample)
-  (other / 'config.json').write_text(json.dumps(saved))
+@pytest.fixture(scope='module')
+def other_sample(tmp_path_factory):
+  """A 3-class sample: other wnids than the members were trained on."""
+  return synthetic.write_sample(tmp_path_factory.mktemp('other'), num_classes=3,
+                                train_per_class=2, val_per_class=2, test_images=2, seed=7)
+
+
+def copy_member(workdir, to, **saved_fields):
+  """A copy of a member's workdir with some fields of its config.json changed."""
+  shutil.copytree(workdir, to)
+  saved = json.loads((to / 'config.json').read_text())
+  saved.update(saved_fields)
+  (to / 'config.json').write_text(json.dumps(saved))
+  return to
+
+
+def test_member_trained_on_other_classes(members, other_sample, tmp_path):
+  other = copy_member(members['b'], tmp_path / 'other', data_source=str(other_sample))
   config = make_ensemble_config([('a', members['a']), ('other', other)])
   assert_fails(config, tmp_path / 'out', configuration.ConfigError,
-               "member 'other' was trained on 4 other classes")
+               "member 'other' was trained on 3 other classes than the 4")
+
+
+def test_member_whose_data_moved_is_checked_by_its_checkpoint(members, other_sample, tmp_path,
+                                                              tfds_data_dir):
+  moved = copy_member(members['a'], tmp_path / 'moved', data_source=str(tmp_path / 'gone'))
+  config = make_ensemble_config([('moved', moved)], data_source=str(other_sample),
+                                data_dir=str(tfds_data_dir))
+  assert_fails(config, tmp_path / 'out', configuration.ConfigError,
+               "member 'moved': the best/ checkpoint .* does not fit .* 3 classes")
 
 
 def test_unknown_split(members, tmp_path):

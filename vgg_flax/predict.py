@@ -163,14 +163,16 @@ def check_same_classes(name: str, trained: pipeline.DatasetInfo,
 
 def _trained_info(name: str, saved: ml_collections.ConfigDict, data: ml_collections.ConfigDict,
                   info: pipeline.DatasetInfo) -> pipeline.DatasetInfo | None:
-  """The dataset a model was trained on, or None when it is no longer readable."""
-  if all(configuration.config_to_dict(saved).get(f) == configuration.config_to_dict(data).get(f)
-         for f in DATA_FIELDS):
+  """The dataset a model was trained on, or None when it cannot be read here."""
+  saved_dict, data_dict = configuration.config_to_dict(saved), configuration.config_to_dict(data)
+  if all(saved_dict.get(f) == data_dict.get(f) for f in DATA_FIELDS):
     return info
+  if not names_data(saved):
+    return None  # Trained on the official download: never download it just to compare.
   try:
     return pipeline.get_dataset_info(saved)
   except (pipeline.DataError, OSError) as error:
-    # The data moved: the restore below still catches a different number of classes.
+    # The data moved: the restore still refuses a different number of classes.
     logging.warning('%s: cannot read the data it was trained on (%s); checking the number '
                     'of classes only.', name, error)
     return None
@@ -210,7 +212,7 @@ def restore_model(name: str, workdir: str | os.PathLike, *,
   except ValueError as error:
     raise configuration.ConfigError(
         f'{name}: the best/ checkpoint of {workdir} does not fit its config.json on a '
-        f'dataset of {info.num_classes} classes ({str(error).splitlines()[0]}).') from error
+        f'dataset of {info.num_classes} classes ({str(error).split(". ")[0]}).') from error
   best_epoch = int(loop.get('early_stopping', {}).get('best_epoch', loop.get('epoch', 0)))
   return RestoredModel(name=name, workdir=pathlib.Path(workdir), config=config, info=info,
                        model=model, variables=variables, best_epoch=best_epoch)
@@ -304,7 +306,7 @@ def predict_split(restored: RestoredModel, split: str, *, mesh=None,
       image_names=kept_names)
 
 
-def summarize(predictions: SplitPredictions) -> dict[str, float]:
+def summarize(predictions: SplitPredictions) -> dict[str, float | int]:
   """Loss, top-1 and top-5 accuracy of labelled predictions, as training computes them."""
   labels = predictions.labels
   if (labels < 0).any():
