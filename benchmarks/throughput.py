@@ -1,0 +1,233 @@
+r"""Images per second of the project's jitted train and eval steps, beside PyTorch.
+
+Measures exactly what training runs: `vgg_flax.steps.train_step` (on-device augmentation,
+forward, backward, Adam update, BatchNorm statistics, metrics) and `eval_step`, compiled by
+`jit_train_step` / `jit_eval_step` for a one-axis mesh. With `--reference=torch` it also times
+the original's architecture in PyTorch (`benchmarks/torch_reference.py`) in each of its CPU
+settings, alternating with the project repetition by repetition, so that a noisy machine
+affects every contender alike. Ratios are against the best PyTorch setting.
+
+  python benchmarks/throughput.py --depth=16 --batch_size=64 --eval_batch_size=256 \
+      --image_size=64 --dtype=float32,bfloat16 --reference=torch --json=/tmp/vgg16.json
+
+Imports only jax, flax, optax, numpy, ml_collections (and torch when asked) with the
+project's model and step modules: no TensorFlow, so it runs on GPU hosts that carry JAX alone.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# Before JAX starts its backend: the project's CPU flags (a no-op on GPU/TPU hosts).
+from vgg_flax import platform  # pylint: disable=g-import-not-at-top
+
+platform.configure_cpu_flags()
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vgg_flax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vgg_flax import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vgg_flax import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+NUM_CLASSES = 200
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--depth', type=int, default=11)
+  parser.add_argument('--batch_size', type=int, default=64)
+  parser.add_argument('--eval_batch_size', type=int, default=256)
+  parser.add_argument('--image_size', type=int, default=64)
+  parser.add_argument('--dtype', default='float32',
+                      help="'float32', 'bfloat16' or both, comma-separated (each is timed).")
+  parser.add_argument('--width', type=int, default=64, help='First-stage channels.')
+  parser.add_argument('--hidden_units', type=int, default=4096)
+  parser.add_argument('--reference', choices=('torch', 'none'), default='none')
+  parser.add_argument('--torch_settings', default='torch_fp32,torch_channels_last,torch_bf16',
+                      help='PyTorch settings to time (see torch_reference.SETTINGS).')
+  parser.add_argument('--repeats', type=int, default=5, help='Timed repetitions (median).')
+  parser.add_argument('--warmup', type=int, default=1, help='Untimed steps after compiling.')
+  parser.add_argument('--steps', type=int, default=1, help='Steps per timed repetition.')
+  parser.add_argument('--json', default='', help='Write the results here.')
+  return parser.parse_args(argv)
+
+
+def make_config(args: argparse.Namespace, dtype: str):
+  """The default config with the benchmark's model and batch sizes."""
+  config = default.get_config()
+  config.model.depth = args.depth
+  config.model.width = args.width
+  config.model.hidden_units = args.hidden_units
+  config.batch_size = args.batch_size
+  config.eval_batch_size = args.eval_batch_size
+  config.image_size = args.image_size
+  config.dtype = dtype
+  return config
+
+
+def fake_batches(config, mesh) -> tuple[dict, dict]:
+  """One uint8 train batch and one masked eval batch, already on the devices."""
+  rng = np.random.default_rng(0)
+  size = config.image_size
+
+  def batch(n, mask):
+    host = {'image': rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+            'label': rng.integers(0, NUM_CLASSES, (n,)).astype(np.int32)}
+    if mask:
+      host['mask'] = np.ones(n, bool)
+    return sharding.to_global_batch(host, sharding.data_sharding(mesh))
+
+  return batch(config.batch_size, False), batch(config.eval_batch_size, True)
+
+
+def flops_of(compiled) -> float:
+  """Floating-point operations of one call, from XLA's cost analysis (0 if unknown)."""
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # Older JAX: one dict per computation.
+    analysis = analysis[0] if analysis else {}
+  return float((analysis or {}).get('flops', 0.0))
+
+
+class ProjectBench:
+  """The project's compiled train and eval steps for one compute dtype."""
+
+  def __init__(self, args: argparse.Namespace, dtype: str):
+    self.name = f'jax_{dtype}'
+    config = make_config(args, dtype)
+    mesh = sharding.create_mesh()
+    model = models.create_model(config.model, num_classes=NUM_CLASSES, dtype=config.dtype)
+    schedule = steps.create_learning_rate_schedule(config, steps_per_epoch=100)
+    tx = steps.create_optimizer(config, schedule)
+    self.state, state_sharding = steps.create_sharded_train_state(
+        model, tx, jax.random.key(0), config.image_size, mesh)
+    self.batch, self.eval_batch = fake_batches(config, mesh)
+    train = steps.jit_train_step(config, schedule, state_sharding, mesh)
+    evaluate = steps.jit_eval_step(config, state_sharding, mesh)
+    start = time.perf_counter()
+    self.train = train.lower(self.state, self.batch).compile()
+    self.compile_train_s = time.perf_counter() - start
+    start = time.perf_counter()
+    self.evaluate = evaluate.lower(self.state, self.eval_batch).compile()
+    self.compile_eval_s = time.perf_counter() - start
+    self.train_flops = flops_of(self.train) / config.batch_size
+    self.eval_flops = flops_of(self.evaluate) / config.eval_batch_size
+
+  def time_train(self, n: int) -> float:
+    """Seconds for `n` train steps (the state is donated, so each step feeds the next)."""
+    start = time.perf_counter()
+    for _ in range(n):
+      self.state, step_metrics = self.train(self.state, self.batch)
+    jax.block_until_ready((self.state, step_metrics))
+    return time.perf_counter() - start
+
+  def time_eval(self, n: int) -> float:
+    """Seconds for `n` evaluation batches."""
+    start = time.perf_counter()
+    for _ in range(n):
+      result = self.evaluate(self.state, self.eval_batch)
+    jax.block_until_ready(result)
+    return time.perf_counter() - start
+
+
+def create_torch_benches(args: argparse.Namespace) -> list:
+  """One PyTorch bench per requested setting (imported only when asked for)."""
+  from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
+  device = torch_reference.default_device()
+  names = [n for n in args.torch_settings.split(',') if n]
+  if device.type == 'cuda':
+    names = [n for n in names if n != 'torch_fp32']  # Slow and uninteresting on a GPU.
+  benches = []
+  for name in names:
+    bench = torch_reference.TorchBench(
+        torch_reference.SETTINGS[name], depth=args.depth, batch_size=args.batch_size,
+        eval_batch_size=args.eval_batch_size, image_size=args.image_size, width=args.width,
+        hidden_units=args.hidden_units, num_classes=NUM_CLASSES, device=device)
+    bench.name = name
+    benches.append(bench)
+  return benches
+
+
+def measure(benches: list, args: argparse.Namespace) -> dict[str, dict]:
+  """Median images/s of each bench; repetitions alternate between the benches."""
+  for bench in benches:
+    bench.time_train(args.warmup)
+    bench.time_eval(args.warmup)
+  times = {b.name: {'train': [], 'eval': []} for b in benches}
+  for _ in range(args.repeats):
+    for bench in benches:
+      times[bench.name]['train'].append(bench.time_train(args.steps))
+    for bench in benches:
+      times[bench.name]['eval'].append(bench.time_eval(args.steps))
+  results = {}
+  for bench in benches:
+    train_s = float(np.median(times[bench.name]['train'])) / args.steps
+    eval_s = float(np.median(times[bench.name]['eval'])) / args.steps
+    results[bench.name] = {'train_img_s': args.batch_size / train_s,
+                           'eval_img_s': args.eval_batch_size / eval_s,
+                           'train_step_s': train_s, 'eval_step_s': eval_s}
+    if isinstance(bench, ProjectBench):
+      results[bench.name].update(
+          compile_train_s=bench.compile_train_s, compile_eval_s=bench.compile_eval_s,
+          train_gflop_per_image=bench.train_flops / 1e9,
+          eval_gflop_per_image=bench.eval_flops / 1e9)
+  return results
+
+
+def add_ratios(results: dict[str, dict]) -> dict[str, str]:
+  """Each project result divided by the best PyTorch setting's (train and eval apart)."""
+  torch_names = [n for n in results if n.startswith('torch')]
+  if not torch_names:
+    return {}
+  best = {kind: max(torch_names, key=lambda n, k=kind: results[n][f'{k}_img_s'])
+          for kind in ('train', 'eval')}
+  for name, row in results.items():
+    if name.startswith('jax'):
+      for kind in ('train', 'eval'):
+        row[f'{kind}_vs_best_torch'] = row[f'{kind}_img_s'] / results[best[kind]][f'{kind}_img_s']
+  return best
+
+
+def format_table(results: dict[str, dict], args: argparse.Namespace) -> str:
+  """A Markdown table: one row per contender."""
+  lines = [f'VGG-{args.depth}, {args.image_size} px, train batch {args.batch_size}, eval batch '
+           f'{args.eval_batch_size}, {jax.devices()[0].device_kind}, median of {args.repeats}',
+           '| setting | train img/s | eval img/s | train vs best torch | eval vs best torch '
+           '| compile s (train/eval) | GFLOP/img (train) |',
+           '| --- | --- | --- | --- | --- | --- | --- |']
+  for name, row in results.items():
+    ratio = lambda k, r=row: f'{r[k]:.2f}x' if k in r else ''
+    compile_s = (f"{row['compile_train_s']:.1f} / {row['compile_eval_s']:.1f}"
+                 if 'compile_train_s' in row else '')
+    gflop = f"{row['train_gflop_per_image']:.2f}" if 'train_gflop_per_image' in row else ''
+    lines.append(f"| {name} | {row['train_img_s']:.1f} | {row['eval_img_s']:.1f} | "
+                 f"{ratio('train_vs_best_torch')} | {ratio('eval_vs_best_torch')} | "
+                 f'{compile_s} | {gflop} |')
+  return '\n'.join(lines)
+
+
+def main(argv=None) -> dict:
+  args = parse_args(argv)
+  benches = [ProjectBench(args, dtype) for dtype in args.dtype.split(',') if dtype]
+  if args.reference == 'torch':
+    benches += create_torch_benches(args)
+  results = measure(benches, args)
+  best = add_ratios(results)
+  print(format_table(results, args), flush=True)
+  report = {'args': vars(args), 'device': jax.devices()[0].device_kind,
+            'platform': jax.default_backend(), 'xla_flags': os.environ.get('XLA_FLAGS', ''),
+            'best_torch': best, 'results': results}
+  if args.json:
+    with open(args.json, 'w', encoding='utf-8') as f:
+      json.dump(report, f, indent=2)
+  return report
+
+
+if __name__ == '__main__':
+  main()
