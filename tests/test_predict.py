@@ -294,6 +294,12 @@ def test_unknown_split(members, tmp_path):
   assert_fails(config, tmp_path / 'out', pipeline.DataError, "split 'tset' does not exist")
 
 
+def test_bad_eval_batch_size(members, tmp_path):
+  config = make_ensemble_config([('a', members['a'])], eval_batch_size=0)
+  assert_fails(config, tmp_path / 'out', configuration.ConfigError,
+               'eval_batch_size=0 must be a positive int')
+
+
 def test_repeated_member_name(members, tmp_path):
   config = make_ensemble_config([('a', members['a']), ('a', members['b'])])
   assert_fails(config, tmp_path / 'out', configuration.ConfigError, "name 'a' is repeated")

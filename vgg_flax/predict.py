@@ -196,10 +196,12 @@ def restore_model(name: str, workdir: str | os.PathLike, *,
 
   Raises:
     FileNotFoundError: no such workdir or no `best/` checkpoint.
-    ConfigError: the model was trained on other classes than the data's.
+    ConfigError: a bad runtime field, or the model was trained on other classes than the
+      data's.
   """
   saved = load_workdir_config(workdir, name)
   config = resolve_config(saved, runtime, data if data is not None else saved)
+  configuration.validate_config(config)  # E.g. an eval_batch_size the devices cannot split.
   mesh = mesh or sharding.create_mesh()
   info = pipeline.get_dataset_info(config)
   trained = _trained_info(name, saved, config, info)
