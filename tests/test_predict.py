@@ -300,6 +300,13 @@ def test_bad_eval_batch_size(members, tmp_path):
                'eval_batch_size=0 must be a positive int')
 
 
+@pytest.mark.parametrize('entry', ['runs/vgg11', 11, ('11', 'runs/vgg11', 'extra')])
+def test_malformed_member_entry(entry, tmp_path):
+  config = ensemble_config.get_config()
+  config.members = (entry,)
+  assert_fails(config, tmp_path / 'out', configuration.ConfigError, 'is not a .name, workdir. pair')
+
+
 def test_repeated_member_name(members, tmp_path):
   config = make_ensemble_config([('a', members['a']), ('a', members['b'])])
   assert_fails(config, tmp_path / 'out', configuration.ConfigError, "name 'a' is repeated")

@@ -108,7 +108,7 @@ def parse_members(config: ml_collections.ConfigDict) -> list[tuple[str, str]]:
         "[('11', 'runs/vgg11'), ('13', 'runs/vgg13')].")
   pairs = []
   for entry in members:
-    if isinstance(entry, str) or len(entry) != 2:
+    if not isinstance(entry, (tuple, list)) or len(entry) != 2:
       raise configuration.ConfigError(
           f'config.members entry {entry!r} is not a (name, workdir) pair.')
     name, workdir = str(entry[0]), str(entry[1])
