@@ -11,6 +11,9 @@ around SMOKE_ACCURACY (chance is 0.10).
 
 from configs import default
 
+# The smoke test asserts at least this validation accuracy (chance is 0.10).
+EXPECTED_MIN_VAL_ACCURACY = 0.5
+
 
 def get_config():
   """VGG-11 at width 16 on the generated sample."""

@@ -165,7 +165,7 @@ def local_batch_size(global_batch_size: int, field: str) -> int:
   """This process's part of a global batch."""
   count = jax.process_count()
   if global_batch_size % count:
-    raise ValueError(f'config.{field}={global_batch_size} does not divide among '
+    raise DataError(f'config.{field}={global_batch_size} does not divide among '
                      f'{count} processes; use a multiple of {count}.')
   return global_batch_size // count
 
@@ -184,7 +184,7 @@ def train_steps_per_epoch(config: ml_collections.ConfigDict, info: DatasetInfo) 
   # The smallest process share decides, so that all processes step together.
   steps = total // jax.process_count() // local_batch_size(config.batch_size, 'batch_size')
   if steps == 0:
-    raise ValueError(f'config.batch_size={config.batch_size} is larger than split '
+    raise DataError(f'config.batch_size={config.batch_size} is larger than split '
                      f'{config.train_split!r} ({total} examples); use a smaller batch_size.')
   if config.steps_per_epoch > 0:
     steps = min(steps, config.steps_per_epoch)

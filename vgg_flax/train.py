@@ -77,10 +77,6 @@ def create_trainer(config: ml_collections.ConfigDict, info=None) -> Trainer:
   model = models.create_model(config.model, num_classes=info.num_classes, dtype=config.dtype)
   mesh = sharding.create_mesh()
   steps_per_epoch = pipeline.train_steps_per_epoch(config, info)
-  if steps_per_epoch < 1:
-    raise configuration.ConfigError(
-        f'batch_size={config.batch_size} is larger than the {info.split_sizes[config.train_split]}'
-        f' examples of split {config.train_split!r}; use a smaller batch_size.')
   learning_rate_fn = steps.create_learning_rate_schedule(config, steps_per_epoch)
   tx = steps.create_optimizer(config, learning_rate_fn)
   state, state_sharding = steps.create_sharded_train_state(
@@ -113,10 +109,10 @@ def _progress_bar(config, total: int, epoch: int):
   return tqdm.tqdm(total=total, desc=f'epoch {epoch}', unit='step', leave=False)
 
 
-def _check_finite(loss: float, step: int) -> None:
+def _check_finite(loss: float, step: int, what: str = 'training') -> None:
   if not math.isfinite(loss):
     raise NonFiniteLossError(
-        f'training loss is {loss} at step {step}; stopped. The checkpoints of the last '
+        f'{what} loss is {loss} at step {step}; stopped. The checkpoints of the last '
         f'finished epoch are kept: lower learning_rate or check the data.')
 
 
@@ -147,7 +143,7 @@ def train_epoch(trainer: Trainer, state: steps.TrainState, epoch: int, writer,
     if step % config.log_every_steps == 0:
       scalars = window_metrics.compute()
       _check_finite(float(scalars['loss']), step)
-      writer.write_scalars(step, {f'train_{k}': v for k, v in scalars.items()})
+      writer.write_scalars(step, {f'train/{k}': v for k, v in scalars.items()})
       window_metrics = None
       if bar is not None:
         bar.set_postfix(loss=f'{float(scalars["loss"]):.3f}')
@@ -176,7 +172,7 @@ def _log_epoch(row: dict, loop: LoopState, improved: bool) -> None:
 def _write_epoch_reports(workdir: pathlib.Path, writer, loop: LoopState, step: int) -> None:
   """TensorBoard epoch scalars, `history.csv` and the plots (process 0 only)."""
   row = loop.history[-1]
-  writer.write_scalars(step, {k: v for k, v in row.items() if k not in ('seconds',)})
+  writer.write_scalars(step, {f'epoch/{k}': v for k, v in row.items()})
   writer.flush()
   if jax.process_index() == 0:
     reporting.write_history(workdir / 'history.csv', loop.history)
@@ -258,7 +254,7 @@ def _run_epochs(trainer: Trainer, state, loop: LoopState, checkpoints, writer, h
     start = time.perf_counter()
     state, train_summary = train_epoch(trainer, state, epoch, writer, hooks)
     val_summary = evaluate_split(trainer, state, config.eval_split)
-    _check_finite(val_summary['loss'], int(state.step))
+    _check_finite(val_summary['loss'], int(state.step), 'validation')
     row = _history_row(epoch, train_summary, val_summary, time.perf_counter() - start)
     improved = loop.early_stopping.update(epoch, row['val_loss'])
     loop.epoch = epoch
