@@ -8,6 +8,7 @@ An existing workdir is resumed. A mistake in the config or the data ends with a 
 message and exit status 2.
 """
 
+import logging as pylogging
 import os
 import pathlib
 import sys
@@ -33,6 +34,15 @@ config_flags.DEFINE_config_file('config', 'configs/smoke.py', 'Config file (ml_c
                                 lock_config=True)
 
 
+class _QuietLibraries(pylogging.Filter):
+  """Drops the INFO chatter of orbax and TFDS (several lines per save); keeps warnings."""
+
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    noisy = any(f'{os.sep}{name}{os.sep}' in record.pathname
+                for name in ('orbax', 'tensorflow_datasets', 'clu'))
+    return record.levelno >= pylogging.WARNING or not noisy
+
+
 def default_workdir() -> str:
   """runs/<config file stem>, e.g. runs/vgg16_c11 for configs/vgg16_c11.py."""
   config_path = config_flags.get_config_filename(FLAGS['config'])
@@ -44,6 +54,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   # TensorFlow only feeds data: keep it off the GPUs so JAX has their memory.
   tf.config.experimental.set_visible_devices([], 'GPU')
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   logging.info('JAX process %d/%d, local devices: %s', jax.process_index(),
                jax.process_count(), jax.local_devices())
   workdir = FLAGS.workdir or default_workdir()

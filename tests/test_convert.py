@@ -1,14 +1,20 @@
 """The same weights give the same logits in PyTorch and, converted, in Flax."""
 
+import json
+import os
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
-torch = pytest.importorskip('torch')
-from torch import nn  # pylint: disable=g-import-not-at-top
+from vgg_flax import convert
+from vgg_flax import models
 
-from vgg_flax import convert  # pylint: disable=g-import-not-at-top
-from vgg_flax import models  # pylint: disable=g-import-not-at-top
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Convs per stage, written out here so the test does not trust models.STAGE_PLANS.
 PLANS = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
@@ -231,15 +237,60 @@ def test_conv1x1_weights_for_a_3x3_model_point_at_conv1x1():
 
 
 def test_write_converted_workdir_saves_config_and_variables(tmp_path):
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   from configs import default  # pylint: disable=g-import-not-at-top
+  from vgg_flax import checkpointing  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   config.model.update(depth=11, width=WIDTH, hidden_units=HIDDEN)
   model = flax_model(11)
   variables = convert.from_torch_state_dict(randomize(OriginalVGG(11)).state_dict(), model)
 
-  path = convert.write_converted_workdir(config, variables, str(tmp_path / 'run'))
+  convert.write_converted_workdir(config, variables, str(tmp_path / 'run'))
 
   assert (tmp_path / 'run' / 'config.json').read_text().count('"depth": 11') == 1
-  restored = ocp.StandardCheckpointer().restore(path)
+  abstract = jax.eval_shape(lambda: variables)
+  restored, loop = checkpointing.restore_best_variables(tmp_path / 'run', abstract)
+  assert loop == {'epoch': 0, 'converted': True}
   jax.tree.map(np.testing.assert_array_equal, restored, dict(variables))
+  with pytest.raises(ValueError, match='already holds a best/ checkpoint'):
+    convert.write_converted_workdir(config, variables, str(tmp_path / 'run'))
+
+
+def test_cli_converts_and_evaluate_reports_accuracy(tmp_path, data_config, sample_params):
+  """Round trip: torch state_dict -> converter CLI -> main.py --mode=evaluate on the sample."""
+  num_classes = sample_params['num_classes']
+  state_dict = randomize(OriginalVGG(11)).state_dict()
+  state_dict['fc_layers.4.weight'] = torch.randn(num_classes, HIDDEN) * 0.1
+  state_dict['fc_layers.4.bias'] = torch.zeros(num_classes)
+  torch.save(state_dict, tmp_path / 'vgg11.pt')
+  overrides = [f'--config.model.width={WIDTH}', f'--config.model.hidden_units={HIDDEN}',
+               f'--config.data_source={data_config.data_source}',
+               f'--config.data_dir={data_config.data_dir}', '--config.eval_batch_size=16']
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  converted = subprocess.run(
+      [sys.executable, '-m', 'vgg_flax.convert', f'--state_dict={tmp_path / "vgg11.pt"}',
+       '--config=configs/vgg11.py', f'--workdir={tmp_path / "run"}', *overrides],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert converted.returncode == 0, converted.stderr[-2000:]
+  assert json.loads(converted.stdout.strip().splitlines()[-1])['num_classes'] == num_classes
+  evaluated = subprocess.run(
+      [sys.executable, 'main.py', '--mode=evaluate', '--config=configs/vgg11.py',
+       f'--workdir={tmp_path / "run"}', *overrides],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+  results = json.loads((tmp_path / 'run' / 'eval_results.json').read_text())
+  assert results['num_images'] == num_classes * sample_params['val_per_class']
+  assert 0.0 <= results['accuracy'] <= 1.0 and np.isfinite(results['loss'])
+
+
+def test_cli_reports_a_wrong_depth_in_one_line(tmp_path):
+  torch.save(randomize(OriginalVGG(13)).state_dict(), tmp_path / 'vgg13.pt')
+  result = subprocess.run(
+      [sys.executable, '-m', 'vgg_flax.convert', f'--state_dict={tmp_path / "vgg13.pt"}',
+       '--config=configs/vgg11.py', f'--workdir={tmp_path / "run"}',
+       f'--config.model.width={WIDTH}', f'--config.model.hidden_units={HIDDEN}'],
+      cwd=REPO, env=dict(os.environ, JAX_PLATFORMS='cpu'), capture_output=True, text=True,
+      timeout=300, check=False)
+  assert result.returncode == 2
+  assert 'Traceback' not in result.stderr
+  assert 'is this a depth-13 model?' in result.stderr
+  assert not (tmp_path / 'run').exists()

@@ -22,6 +22,7 @@ import dataclasses
 import json
 import os
 import re
+import sys
 from typing import Any, Mapping
 
 import jax
@@ -326,40 +327,42 @@ def convert_file(path: str, config) -> tuple[models.VGG, dict]:
 
 
 def write_converted_workdir(config, variables: Mapping[str, Any], workdir: str) -> str:
-  """Writes `config.json` and the converted variables as a checkpoint in `workdir`.
+  """Writes a workdir that evaluate, predict and predict_ensemble load like a trained run.
 
-  NOTE: provisional layout. The training code owns the workdir format; the lead will align
-  this function with its `best/` CheckpointManager layout (step, item name, TrainState
-  fields) so that `--mode=evaluate|predict|predict_ensemble` load it like a trained run.
-  For now: `<workdir>/config.json` and an orbax StandardCheckpointer save of
-  {'params', 'batch_stats'} at `<workdir>/best/0/state`.
+  The layout is a training workdir's: `config.json` and a `best/` checkpoint of the
+  variables (epoch 0: no training happened here).
 
   Args:
     config: the ConfigDict the model was built from.
     variables: {'params': ..., 'batch_stats': ...} from `from_torch_state_dict`.
-    workdir: directory to create.
+    workdir: directory to create; an existing `best/` checkpoint in it is refused.
 
   Returns:
-    The checkpoint path.
+    The path of the `best/` checkpoint folder.
   """
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top  # Slow import.
+  # Imported here: orbax is slow to import and the conversion itself does not need it.
+  from vgg_flax import checkpointing  # pylint: disable=g-import-not-at-top
+  from vgg_flax import configuration  # pylint: disable=g-import-not-at-top
   workdir = os.path.abspath(workdir)
+  if checkpointing.has_best_checkpoint(workdir):
+    raise ValueError(f'{workdir} already holds a best/ checkpoint; choose a new --workdir.')
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2))
-  state = {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
-  path = os.path.join(workdir, 'best', '0', 'state')
-  checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(path, state)
-  checkpointer.wait_until_finished()
-  return path
+    f.write(json.dumps(configuration.config_to_dict(config), indent=2) + '\n')
+  checkpointing.save_best_variables(workdir, dict(variables),
+                                    loop={'epoch': 0, 'converted': True})
+  return os.path.join(workdir, checkpointing.BEST_DIR)
 
 
 def main(argv):
   del argv
   config = FLAGS.config
-  model, variables = convert_file(FLAGS.state_dict, config)
-  path = write_converted_workdir(config, variables, FLAGS.workdir)
+  try:
+    model, variables = convert_file(FLAGS.state_dict, config)
+    path = write_converted_workdir(config, variables, FLAGS.workdir)
+  except (ValueError, FileNotFoundError) as error:
+    print(f'error: {error}', file=sys.stderr)
+    sys.exit(2)
   print(json.dumps({'depth': model.depth, 'conv1x1': model.conv1x1,
                     'num_classes': model.num_classes,
                     'params': models.count_params(variables['params']),
