@@ -227,6 +227,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
   if loop.epoch == 0:
     writer.write_hparams(_hparams(config))
   hooks = _create_hooks(config, trainer, workdir, writer)
+  logging.info('VGG-%d%s, %s parameters, %d classes, %d steps an epoch of %d images, on %d '
+               'devices; workdir %s', config.model.depth, ' (1x1)' if config.model.conv1x1
+               else '', f'{models.count_params(state.params):,}', trainer.info.num_classes,
+               trainer.steps_per_epoch, config.batch_size, jax.device_count(), workdir)
   try:
     state = _run_epochs(trainer, state, loop, checkpoints, writer, hooks, workdir)
   finally:
