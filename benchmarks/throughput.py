@@ -55,6 +55,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--repeats', type=int, default=5, help='Timed repetitions (median).')
   parser.add_argument('--warmup', type=int, default=1, help='Untimed steps after compiling.')
   parser.add_argument('--steps', type=int, default=1, help='Steps per timed repetition.')
+  parser.add_argument('--variant', action='append', default=[],
+                      help="Also time the project compiled with extra XLA options, as "
+                           "'LABEL@name=value;name=value' (repeatable): a flag's effect "
+                           "measured in one process, alternating with the default.")
   parser.add_argument('--json', default='', help='Write the results here.')
   return parser.parse_args(argv)
 
@@ -87,6 +91,14 @@ def fake_batches(config, mesh) -> tuple[dict, dict]:
   return batch(config.batch_size, False), batch(config.eval_batch_size, True)
 
 
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+  """'LABEL@name=value;name=value' -> (LABEL, {name: value})."""
+  label, _, options = text.partition('@')
+  pairs = (item.split('=', 1) for item in options.split(';') if item)
+  booleans = {'true': True, 'false': False}  # XLA wants real bools for bool options.
+  return label, {name.lstrip('-'): booleans.get(value.lower(), value) for name, value in pairs}
+
+
 def flops_of(compiled) -> float:
   """Floating-point operations of one call, from XLA's cost analysis (0 if unknown)."""
   analysis = compiled.cost_analysis()
@@ -98,8 +110,9 @@ def flops_of(compiled) -> float:
 class ProjectBench:
   """The project's compiled train and eval steps for one compute dtype."""
 
-  def __init__(self, args: argparse.Namespace, dtype: str):
-    self.name = f'jax_{dtype}'
+  def __init__(self, args: argparse.Namespace, dtype: str, variant: str = ''):
+    label, options = parse_variant(variant) if variant else ('', {})
+    self.name = f'jax_{dtype}' + (f'+{label}' if label else '')
     config = make_config(args, dtype)
     mesh = sharding.create_mesh()
     model = models.create_model(config.model, num_classes=NUM_CLASSES, dtype=config.dtype)
@@ -111,10 +124,11 @@ class ProjectBench:
     train = steps.jit_train_step(config, schedule, state_sharding, mesh)
     evaluate = steps.jit_eval_step(config, state_sharding, mesh)
     start = time.perf_counter()
-    self.train = train.lower(self.state, self.batch).compile()
+    # Compiler options override XLA_FLAGS for this executable alone.
+    self.train = train.lower(self.state, self.batch).compile(options or None)
     self.compile_train_s = time.perf_counter() - start
     start = time.perf_counter()
-    self.evaluate = evaluate.lower(self.state, self.eval_batch).compile()
+    self.evaluate = evaluate.lower(self.state, self.eval_batch).compile(options or None)
     self.compile_eval_s = time.perf_counter() - start
     self.train_flops = flops_of(self.train) / config.batch_size
     self.eval_flops = flops_of(self.evaluate) / config.eval_batch_size
@@ -214,7 +228,8 @@ def format_table(results: dict[str, dict], args: argparse.Namespace) -> str:
 
 def main(argv=None) -> dict:
   args = parse_args(argv)
-  benches = [ProjectBench(args, dtype) for dtype in args.dtype.split(',') if dtype]
+  benches = [ProjectBench(args, dtype, variant) for dtype in args.dtype.split(',') if dtype
+             for variant in [''] + args.variant]
   if args.reference == 'torch':
     benches += create_torch_benches(args)
   results = measure(benches, args)

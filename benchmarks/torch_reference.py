@@ -69,6 +69,8 @@ class TorchBench:
     torch.manual_seed(seed)
     self.setting = setting
     self.device = device or default_device()
+    if self.device.type == 'cuda':
+      torch.backends.cudnn.benchmark = True  # Fixed shapes: let cuDNN pick its fastest.
     fmt = torch.channels_last if setting.channels_last else torch.contiguous_format
     self.model = build_vgg(depth, width=width, hidden_units=hidden_units,
                            num_classes=num_classes).to(self.device, memory_format=fmt)
