@@ -31,7 +31,7 @@ def preprocess(images: jax.Array, *, image_size: int, rng: jax.Array | None = No
   """Augments (when given a key), resizes and normalises a batch of images.
 
   Args:
-    images: uint8 (N, H, W, 3) batch.
+    images: uint8 (N, H, W, 3) batch; (N, H, W, 1) grayscale datasets become 3 channels.
     image_size: side of the square images the model sees; resized (bilinear) when it
       differs from the input size.
     rng: key for the random flip and crop; None for evaluation (nothing random).
@@ -50,6 +50,8 @@ def preprocess(images: jax.Array, *, image_size: int, rng: jax.Array | None = No
     if crop_padding > 0:
       images = random_crop(crop_rng, images, crop_padding)
   x = images.astype(jnp.float32)
+  if x.shape[-1] == 1:  # Grayscale datasets (e.g. MNIST) feed the same RGB model.
+    x = jnp.repeat(x, 3, axis=-1)
   n, h, w, c = x.shape
   if (h, w) != (image_size, image_size):
     x = jax.image.resize(x, (n, image_size, image_size, c), method='bilinear')
