@@ -13,7 +13,8 @@ from vgg_flax import configuration
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {'vgg11': (11, False), 'vgg13': (13, False), 'vgg16': (16, False),
-           'vgg16_c11': (16, True), 'vgg19': (19, False), 'smoke': (11, False)}
+           'vgg16_c11': (16, True), 'vgg19': (19, False), 'smoke': (11, False),
+           'vgg16_sgd': (16, False)}
 
 
 @pytest.mark.parametrize('name', sorted(CONFIGS))
