@@ -7,8 +7,15 @@ JAX: `main.py` and `benchmarks/throughput.py` call `configure_cpu_flags()` first
 import importlib.util
 import os
 
-# Measured side by side on a 2-core CPU (see benchmarks/README numbers in the README):
-# each flag is kept only if it made whole train or eval steps faster there.
+# A flag goes here only if it made whole train or eval steps faster, measured side by side
+# (`benchmarks/throughput.py --variant=...`). On the 2-core AMD EPYC (Zen 5, AVX-512 BF16)
+# used for the README figures, none did, so the list is empty (VGG-11, 64 px, fp32, train /
+# eval img/s against the default in one process):
+#   --xla_cpu_experimental_onednn_custom_call=true                      1.00x / 0.96x
+#   --xla_cpu_experimental_xnn_fusion_type=individual_convolution,..dot 1.01x / 0.94x
+#   --xla_cpu_experimental_ynn_fusion_type=individual_convolution,..dot 0.90x / 1.17x
+# (the last is noise-level and splits train against eval). The prototype's +10-25% for the
+# oneDNN flag was on an Intel Xeon with AMX; re-measure there before adding it.
 CPU_FLAGS: tuple[str, ...] = ()
 
 # Packages whose presence means JAX will pick an accelerator when JAX_PLATFORMS is unset.
