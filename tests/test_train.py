@@ -134,7 +134,7 @@ def test_non_finite_loss_stops_and_keeps_checkpoints(data_config, tmp_path, monk
 
 
 def test_smoke_config_learns(tmp_path):
-  """The README's first command: the generated sample, well above chance (0.10)."""
+  """The README's first command: the generated sample, well above chance (0.05)."""
   config = smoke.get_config()
   config.data_dir = str(tmp_path / 'data')
   config.progress_bar = False
