@@ -37,6 +37,13 @@ flags.DEFINE_string('workdir', None, 'Directory for everything a run writes; an 
 flags.DEFINE_enum('mode', 'train', MODES, 'What to do.')
 config_flags.DEFINE_config_file('config', 'configs/smoke.py', 'Config file (ml_collections).',
                                 lock_config=True)
+flags.DEFINE_bool('distributed', False, 'Join a multi-process run with '
+                  'jax.distributed.initialize() (auto-detected on TPU pods, SLURM and Open MPI; '
+                  'elsewhere give the three flags below).')
+flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (implies '
+                    '--distributed).')
+flags.DEFINE_integer('num_processes', None, 'Processes in the run (with --coordinator_address).')
+flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1.')
 
 
 class _QuietLibraries(pylogging.Filter):
@@ -54,9 +61,17 @@ def default_workdir() -> str:
   return str(pathlib.Path('runs') / pathlib.Path(config_path.split(':')[0]).stem)
 
 
+def initialize_processes() -> None:
+  """Connects the processes of a multi-process run; a single process needs nothing."""
+  if FLAGS.distributed or FLAGS.coordinator_address:
+    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                               num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  initialize_processes()
   # TensorFlow only feeds data: keep it off the GPUs so JAX has their memory.
   tf.config.experimental.set_visible_devices([], 'GPU')
   logging.get_absl_handler().addFilter(_QuietLibraries())

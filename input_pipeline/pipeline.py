@@ -24,6 +24,7 @@ import tempfile
 from typing import Iterator
 
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import tensorflow as tf
@@ -123,11 +124,23 @@ def load_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
 @functools.lru_cache(maxsize=16)
 def prepared_builder(dataset: str, source: str, directory: str,
                      skip_corrupt: bool) -> tfds.core.DatasetBuilder:
-  """Makes and prepares a builder once per process (each epoch asks for it again)."""
-  if dataset == 'tiny_imagenet':
-    builder = tiny_imagenet.make_builder(source, data_dir=directory, skip_corrupt=skip_corrupt)
-  else:
-    builder = tfds.builder(dataset, data_dir=directory)
+  """Makes and prepares a builder once per process (each epoch asks for it again).
+
+  With several processes, process 0 prepares first and the others wait for it: on a
+  shared file system they then find the data ready; with a disk per host they prepare
+  their own copy. Preparing concurrently into one folder would collide.
+  """
+
+  def make():
+    if dataset == 'tiny_imagenet':
+      return tiny_imagenet.make_builder(source, data_dir=directory, skip_corrupt=skip_corrupt)
+    return tfds.builder(dataset, data_dir=directory)
+
+  if jax.process_count() > 1:
+    if jax.process_index() == 0:
+      make().download_and_prepare()
+    multihost_utils.sync_global_devices(f'prepared {dataset} in {directory}')
+  builder = make()  # Made after preparing, so it reads the prepared dataset's info.
   builder.download_and_prepare()
   return builder
 

@@ -19,7 +19,12 @@ BEST_DIR = 'best'
 def _manager(path: pathlib.Path, max_to_keep: int, items: tuple[str, ...],
              read_only: bool = False) -> ocp.CheckpointManager:
   # Readers open with create=False rather than read_only=True, which only adds warnings.
-  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only)
+  # The barrier prefix keeps the processes' sync points of `checkpoints/` and `best/` apart:
+  # both save the same epoch number, and equal barrier names would collide.
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=max_to_keep, create=not read_only,
+      multiprocessing_options=ocp.options.MultiprocessingOptions(
+          barrier_sync_key_prefix=path.name))
   return ocp.CheckpointManager(path.absolute(), options=options, item_names=items)
 
 
