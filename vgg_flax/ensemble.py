@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
 from vgg_flax import configuration  # pylint: disable=g-import-not-at-top
 from vgg_flax import predict  # pylint: disable=g-import-not-at-top
+from vgg_flax import reporting  # pylint: disable=g-import-not-at-top
 from vgg_flax import sharding  # pylint: disable=g-import-not-at-top
 
 PREDICTIONS_FILE = 'ensemble_predictions.csv'
@@ -232,7 +233,7 @@ def draw_sample_figure(path: str | pathlib.Path, images: np.ndarray, titles: lis
     ax.imshow(image, interpolation='nearest')
     ax.set_title(title, fontsize=9)
   fig.tight_layout()
-  predict.write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=FIGURE_DPI, format='png'))
+  reporting.write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=FIGURE_DPI, format='png'))
   plt.close(fig)
 
 
@@ -276,12 +277,12 @@ def predict_ensemble(config: ml_collections.ConfigDict, workdir: str) -> dict:
             for name in tests[0].image_names]
   if jax.process_index() == 0:
     out = pathlib.Path(workdir)
-    predict.write_csv(out / f'ensemble_{config.eval_split}_predictions.csv', eval_header,
+    reporting.write_csv(out / f'ensemble_{config.eval_split}_predictions.csv', eval_header,
                       eval_rows)
-    predict.write_csv(out / PREDICTIONS_FILE, header, rows)
+    reporting.write_csv(out / PREDICTIONS_FILE, header, rows)
     if len(images):
       draw_sample_figure(out / FIGURE_FILE, images, titles)
-    predict.write_json(out / REPORT_FILE, report)
+    reporting.write_json(out / REPORT_FILE, report)
   print(f'{len(names)} members on {config.eval_split}: '
         + ', '.join(f'{n} {a:.4f}' for n, a in report['member_accuracy'].items())
         + f'; hard vote {report["hard_vote_accuracy"]:.4f}, soft vote '

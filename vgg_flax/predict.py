@@ -16,12 +16,10 @@ padded examples are masked out, and rows come back in file-name order.
 The ensemble of several workdirs and the votes are in `vgg_flax.ensemble`.
 """
 
-import csv
 import dataclasses
-import json
 import os
 import pathlib
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +34,7 @@ from vgg_flax import checkpointing
 from vgg_flax import configuration
 from vgg_flax import metrics as vgg_metrics
 from vgg_flax import models
+from vgg_flax import reporting
 from vgg_flax import sharding
 from vgg_flax import steps
 
@@ -327,35 +326,6 @@ def summarize(predictions: SplitPredictions) -> dict[str, float | int]:
 # --- Writing results ----------------------------------------------------------------------
 
 
-def write_atomically(path: str | os.PathLike, write: Callable[[pathlib.Path], None]) -> None:
-  """Calls `write(tmp_path)` then renames the file to `path`: never a half-written result."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  # Same folder (so the rename is atomic), hidden, and unique to this process.
-  tmp = path.with_name(f'.{path.stem}.{os.getpid()}.tmp{path.suffix}')
-  try:
-    write(tmp)
-    os.replace(tmp, path)
-  except BaseException:
-    tmp.unlink(missing_ok=True)
-    raise
-
-
-def write_json(path: str | os.PathLike, data: dict) -> None:
-  """Writes `data` as indented JSON, atomically."""
-  write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + '\n'))
-
-
-def write_csv(path: str | os.PathLike, header: Iterable[str], rows: Iterable[Iterable]) -> None:
-  """Writes a CSV with a header row, atomically."""
-  def write(tmp: pathlib.Path) -> None:
-    with tmp.open('w', newline='') as f:
-      writer = csv.writer(f)
-      writer.writerow(list(header))
-      writer.writerows(rows)
-  write_atomically(path, write)
-
-
 def short_words(words: str) -> str:
   """The first name of a `words.txt` entry: 'goldfish, Carassius auratus' -> 'goldfish'."""
   return words.split(',')[0].strip()
@@ -385,7 +355,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
         f'top-1 {results["accuracy"]:.4f}, top-5 {results["top5_accuracy"]:.4f} '
         f'({results["num_images"]} images)')
   if jax.process_index() == 0:
-    write_json(pathlib.Path(workdir) / 'eval_results.json', results)
+    reporting.write_json(pathlib.Path(workdir) / 'eval_results.json', results)
   return results
 
 
@@ -423,7 +393,7 @@ def predict_workdir(config: ml_collections.ConfigDict, workdir: str) -> pathlib.
   predictions = predict_split(restored, restored.config.predict_split)
   path = pathlib.Path(workdir) / 'test_predictions.csv'
   if jax.process_index() == 0:
-    write_csv(path, PREDICTION_COLUMNS, prediction_rows(predictions, restored.info))
+    reporting.write_csv(path, PREDICTION_COLUMNS, prediction_rows(predictions, restored.info))
   print(f'{len(predictions.file_names)} predictions on {predictions.split} -> {path}')
   return path
 

@@ -1,7 +1,10 @@
-"""What a run writes for people: `history.csv` and the train-vs-val plots."""
+"""What a run writes for people, always atomically: results, `history.csv` and the plots."""
 
 import csv
+import json
+import os
 import pathlib
+from typing import Callable, Iterable
 
 import matplotlib
 
@@ -12,15 +15,43 @@ HISTORY_FIELDS = ('epoch', 'train_loss', 'train_accuracy', 'train_top5_accuracy'
                   'val_accuracy', 'val_top5_accuracy', 'learning_rate', 'seconds')
 
 
+def write_atomically(path: str | os.PathLike, write: Callable[[pathlib.Path], None]) -> None:
+  """Calls `write(tmp_path)` then renames the file to `path`: never a half-written result."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  # Same folder (so the rename is atomic), hidden, and unique to this process.
+  tmp = path.with_name(f'.{path.stem}.{os.getpid()}.tmp{path.suffix}')
+  try:
+    write(tmp)
+    os.replace(tmp, path)
+  except BaseException:
+    tmp.unlink(missing_ok=True)
+    raise
+
+
+def write_json(path: str | os.PathLike, data: dict) -> None:
+  """Writes `data` as indented JSON, atomically."""
+  write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + '\n'))
+
+
+def write_csv(path: str | os.PathLike, header: Iterable[str], rows: Iterable[Iterable]) -> None:
+  """Writes a CSV with a header row, atomically."""
+  def write(tmp: pathlib.Path) -> None:
+    with tmp.open('w', newline='') as f:
+      writer = csv.writer(f)
+      writer.writerow(list(header))
+      writer.writerows(rows)
+  write_atomically(path, write)
+
+
 def write_history(path: str | pathlib.Path, history: list[dict]) -> None:
   """Rewrites `history.csv`: one row an epoch, the columns of `HISTORY_FIELDS`."""
-  path = pathlib.Path(path)
-  tmp = path.with_suffix('.csv.tmp')
-  with tmp.open('w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS, extrasaction='ignore')
-    writer.writeheader()
-    writer.writerows(history)
-  tmp.replace(path)  # Atomic: an interrupted write never leaves half a file.
+  def write(tmp: pathlib.Path) -> None:
+    with tmp.open('w', newline='') as f:
+      writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS, extrasaction='ignore')
+      writer.writeheader()
+      writer.writerows(history)
+  write_atomically(path, write)
 
 
 def read_history(path: str | pathlib.Path) -> list[dict]:
@@ -41,10 +72,8 @@ def _plot(history: list[dict], metric: str, label: str, path: pathlib.Path) -> N
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  tmp = path.with_suffix('.tmp.png')
-  fig.savefig(tmp, dpi=100)
+  write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=100, format='png'))
   plt.close(fig)
-  tmp.replace(path)
 
 
 def write_plots(plot_dir: str | pathlib.Path, history: list[dict]) -> None:

@@ -4,7 +4,6 @@ The jitted math lives in `vgg_flax.steps`; this module decides what happens betw
 """
 
 import dataclasses
-import json
 import math
 import pathlib
 import sys
@@ -181,8 +180,7 @@ def _write_epoch_reports(workdir: pathlib.Path, writer, loop: LoopState, step: i
 
 def _save_config(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
   if jax.process_index() == 0:
-    (workdir / 'config.json').write_text(
-        json.dumps(configuration.config_to_dict(config), indent=2) + '\n')
+    reporting.write_json(workdir / 'config.json', configuration.config_to_dict(config))
 
 
 def _restore_or_start(trainer: Trainer, checkpoints) -> tuple[steps.TrainState, LoopState]:
