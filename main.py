@@ -2,10 +2,13 @@
 
   python main.py --config=configs/vgg16_c11.py --workdir=runs/vgg16_c11
   python main.py --config=configs/vgg16_c11.py --workdir=runs/vgg16_c11 --mode=evaluate
-  python main.py --mode=predict_ensemble --config=configs/ensemble.py --workdir=runs/ensemble
+  python main.py --mode=predict_ensemble --workdir=runs/ensemble
+  python main.py --mode=summary --workdir=runs/ensemble
 
-An existing workdir is resumed. A mistake in the config or the data ends with a one-line
-message and exit status 2.
+Without --config, train, evaluate and predict use configs/smoke.py, predict_ensemble and
+summary configs/ensemble.py (the five members under runs/). An existing workdir is resumed.
+A mistake in the flags, the config or the data ends with a one-line message and exit
+status 2.
 """
 
 import logging as pylogging
@@ -27,16 +30,18 @@ import jax
 from ml_collections import config_flags
 import tensorflow as tf
 
+from vgg_flax import cli
+from vgg_flax import configuration
 from vgg_flax import runner
-
-MODES = ('train', 'evaluate', 'predict', 'predict_ensemble')
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for everything a run writes; an existing one '
                     'is resumed. Default: runs/<config file name>.')
-flags.DEFINE_enum('mode', 'train', MODES, 'What to do.')
-config_flags.DEFINE_config_file('config', 'configs/smoke.py', 'Config file (ml_collections).',
-                                lock_config=True)
+flags.DEFINE_enum('mode', 'train', cli.MODES, cli.mode_help())
+# No default here: cli.parse_flags gives the mode's default (see cli.DEFAULT_CONFIGS).
+config_flags.DEFINE_config_file('config', None, 'Config file (ml_collections); override '
+                                'fields with --config.<field>=value.', lock_config=True)
+FLAGS['config'].default_as_str = cli.default_configs_help()
 flags.DEFINE_bool('distributed', False, 'Join a multi-process run with '
                   'jax.distributed.initialize() (auto-detected on TPU pods, SLURM and Open MPI; '
                   'elsewhere give the three flags below).')
@@ -68,6 +73,19 @@ def initialize_processes() -> None:
                                num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
 
 
+def exit_with_error(error: Exception) -> None:
+  print(f'error: {error}', file=sys.stderr)
+  sys.exit(runner.exit_code(error))
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """app.run's flag parser: a mistake in a flag or an override is one line, exit status 2."""
+  try:
+    return cli.parse_flags(argv, FLAGS)
+  except configuration.ConfigError as error:
+    exit_with_error(error)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
@@ -81,10 +99,9 @@ def main(argv):
   try:
     runner.run(FLAGS.mode, FLAGS.config, workdir)
   except runner.USER_ERRORS as error:
-    print(f'error: {error}', file=sys.stderr)
-    sys.exit(runner.exit_code(error))
+    exit_with_error(error)
 
 
 if __name__ == '__main__':
   jax.config.config_with_absl()
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

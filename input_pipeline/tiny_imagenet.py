@@ -257,7 +257,9 @@ def download_official(download_dir: str | os.PathLike) -> pathlib.Path:
       shutil.copyfileobj(response, partial)
   except (urllib.error.URLError, OSError) as e:
     raise DataError(f'cannot download {URL} ({e}); download tiny-imagenet-200.zip yourself '
-                    'and set config.data_source to its path (or to the extracted folder).'
+                    'and set config.data_source to its path (or to the extracted folder), or '
+                    'run offline on the generated sample: python main.py '
+                    '--config=configs/smoke.py (or add --config.sample.enabled=True).'
                     ) from None
   if (md5 := file_md5(partial.name)) != MD5:
     os.remove(partial.name)

@@ -1,10 +1,13 @@
 """`--mode=predict_ensemble`: several trained workdirs vote on the test images.
 
 The original project wrote each model's test predictions to one CSV (columns
-`images, 11, 13, 16, 16_C11, 19`), took each row's most frequent class and, when all five
-disagreed, kept the 11-layer model's. `hard_vote` generalises that rule: among the classes
-with the most votes, the one the earliest member predicted wins. `soft_vote` averages the
-members' probabilities instead. Both are plain numpy, tested on crafted votes.
+`images, 11, 13, 16, 16_C11, 19`) and took each row's most frequent class. On a tie its README
+keeps the 11-layer model's class, but its code (pandas `mode()`, first value) took the smallest
+class index among the tied classes, and its published CSV was made that way. `hard_vote`
+does either (`tie_break='first_member'`: the earliest member's class among the tied ones;
+`'lowest_class'`: the smallest tied class index); `tied_classes` lists the tied classes.
+`soft_vote` averages the members' probabilities instead. All are plain numpy, tested on
+crafted votes.
 
 Every member is rebuilt from its own `config.json` (members may differ in depth, width and
 image size) and restored from its `best/`; all of them read the same data (the ensemble
@@ -13,6 +16,7 @@ config's data section when it names data, else the first member's).
 
 import math
 import pathlib
+from typing import Sequence
 
 import jax
 import matplotlib
@@ -31,7 +35,10 @@ from vgg_flax import sharding  # pylint: disable=g-import-not-at-top
 PREDICTIONS_FILE = 'ensemble_predictions.csv'
 REPORT_FILE = 'ensemble_report.json'
 FIGURE_FILE = 'sample_predictions.png'
-VOTE_COLUMNS = ('mode_pred', 'soft_pred', 'class_pred', 'class_words')
+VOTE_COLUMNS = ('mode_pred', 'soft_pred', 'class_pred', 'class_words', 'tied_classes')
+# How `hard_vote` breaks a tie: the README's rule (default) or the original code's.
+TIE_BREAKS = ('first_member', 'lowest_class')
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / 'configs'
 # Each image of the figure takes this many inches (at FIGURE_DPI), its title included.
 FIGURE_COLUMNS = 4
 FIGURE_CELL_INCHES = (2.5, 2.8)
@@ -41,25 +48,45 @@ FIGURE_DPI = 100
 # --- The votes (numpy) --------------------------------------------------------------------
 
 
-def hard_vote(predictions: np.ndarray) -> np.ndarray:
-  """Each image's most frequent class; among tied classes, the earliest member's.
-
-  Args:
-    predictions: (n_members, n_images) class indices, members in priority order.
-
-  Returns:
-    (n_images,) class indices. With five members, 2-2-1 votes go to whichever of the two
-    pairs the earliest member belongs to, and when all disagree the first member's class
-    stands (the original's rule).
-  """
+def _top_votes(predictions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """The checked predictions and, per member and image, whether its class has the top count."""
   predictions = np.asarray(predictions)
   if predictions.ndim != 2 or predictions.shape[0] < 1:
     raise ValueError(f'predictions must be (n_members >= 1, n_images), not {predictions.shape}.')
   # votes[j, i]: how many members predict member j's class for image i.
   votes = (predictions[:, None, :] == predictions[None, :, :]).sum(axis=1)
-  # argmax returns the first maximum: the earliest member among those with the top count.
-  winner = np.argmax(votes == votes.max(axis=0), axis=0)
-  return predictions[winner, np.arange(predictions.shape[1])]
+  return predictions, votes == votes.max(axis=0)
+
+
+def hard_vote(predictions: np.ndarray, tie_break: str = 'first_member') -> np.ndarray:
+  """Each image's most frequent class, ties broken by `tie_break`.
+
+  Args:
+    predictions: (n_members, n_images) class indices, members in priority order.
+    tie_break: among the classes with the top count, `'first_member'` takes the one the
+      earliest member predicted (the original's README: when all five disagree, the first
+      member's class stands); `'lowest_class'` takes the smallest class index (the original's
+      code and its published CSV).
+
+  Returns:
+    (n_images,) class indices.
+  """
+  predictions, top = _top_votes(predictions)
+  if tie_break == 'first_member':
+    # argmax returns the first maximum: the earliest member among those with the top count.
+    winner = np.argmax(top, axis=0)
+    return predictions[winner, np.arange(predictions.shape[1])]
+  if tie_break == 'lowest_class':
+    return np.where(top, predictions, np.iinfo(predictions.dtype).max).min(axis=0)
+  raise ValueError(f'tie_break={tie_break!r} is not one of {", ".join(map(repr, TIE_BREAKS))}.')
+
+
+def tied_classes(predictions: np.ndarray) -> list[list[int]]:
+  """Per image, the classes sharing the top count in ascending order; [] without a tie."""
+  predictions, top = _top_votes(predictions)
+  tied = [sorted({int(c) for c in predictions[top[:, i], i]})
+          for i in range(predictions.shape[1])]
+  return [classes if len(classes) > 1 else [] for classes in tied]
 
 
 def soft_vote(probabilities: np.ndarray) -> np.ndarray:
@@ -121,8 +148,41 @@ def parse_members(config: ml_collections.ConfigDict) -> list[tuple[str, str]]:
   return pairs
 
 
+def tie_break_of(config: ml_collections.ConfigDict) -> str:
+  """`config.tie_break`, checked ('first_member' for configs without the field)."""
+  tie_break = config.get('tie_break', 'first_member')
+  if tie_break not in TIE_BREAKS:
+    raise configuration.ConfigError(
+        f'tie_break={tie_break!r} is not one of {", ".join(map(repr, TIE_BREAKS))}.')
+  return tie_break
+
+
 def _member_label(name: str) -> str:
   return f'member {name!r}'
+
+
+def train_command(workdir: str) -> str:
+  """The command that trains a member's workdir (its config guessed from the folder name)."""
+  config = CONFIG_DIR / f'{pathlib.PurePath(workdir).name}.py'
+  config_arg = f'configs/{config.name}' if config.is_file() else 'configs/<model>.py'
+  return f'python main.py --config={config_arg} --workdir={workdir}'
+
+
+def require_trained(members: Sequence[tuple[str, str]], needs: str) -> None:
+  """Raises a one-line FileNotFoundError for the first member not trained yet.
+
+  Args:
+    members: (name, workdir) pairs.
+    needs: what a trained workdir holds, relative to it (e.g. 'history.csv', 'best/').
+  """
+  for name, workdir in members:
+    path = pathlib.Path(workdir)
+    if not path.is_dir():
+      raise FileNotFoundError(f'{_member_label(name)}: workdir {workdir} does not exist; '
+                              f'train it first: {train_command(workdir)}')
+    if not (path / needs).exists():
+      raise FileNotFoundError(f'{_member_label(name)}: {workdir} holds no {needs}; train it '
+                              f'first: {train_command(workdir)}')
 
 
 def predict_members(config: ml_collections.ConfigDict, members: list[tuple[str, str]],
@@ -166,16 +226,19 @@ def _check_same_images(members: list, split_predictions: list) -> None:
 
 
 def vote_rows(names: list[str], split_predictions: list, info: pipeline.DatasetInfo, *,
-              with_labels: bool) -> tuple[list[str], list[list], np.ndarray, np.ndarray]:
+              with_labels: bool, tie_break: str = 'first_member'
+              ) -> tuple[list[str], list[list], np.ndarray, np.ndarray]:
   """The ensemble CSV of one split.
 
   Returns:
     (header, rows, hard-vote classes, soft-vote classes). Columns: `images`, `label` (with
-    labels only), one per member, `mode_pred`, `soft_pred`, `class_pred` (wnid of
-    `mode_pred`), `class_words`.
+    labels only), one per member, `mode_pred` (hard vote, ties by `tie_break`), `soft_pred`,
+    `class_pred` (wnid of `mode_pred`), `class_words`, `tied_classes` (the classes sharing
+    the top count, space-separated; empty without a tie).
   """
   member_predictions = np.stack([p.predictions for p in split_predictions])
-  mode = hard_vote(member_predictions)
+  mode = hard_vote(member_predictions, tie_break=tie_break)
+  ties = tied_classes(member_predictions)
   soft = soft_vote(np.stack([p.probabilities for p in split_predictions]))
   first = split_predictions[0]
   header = ['images', *(['label'] if with_labels else []), *names, *VOTE_COLUMNS]
@@ -183,13 +246,18 @@ def vote_rows(names: list[str], split_predictions: list, info: pipeline.DatasetI
   for i, file_name in enumerate(first.file_names):
     rows.append([file_name, *([int(first.labels[i])] if with_labels else []),
                  *(int(c) for c in member_predictions[:, i]), int(mode[i]), int(soft[i]),
-                 info.label_names[mode[i]], info.class_names[mode[i]]])
+                 info.label_names[mode[i]], info.class_names[mode[i]],
+                 ' '.join(map(str, ties[i]))])
   return header, rows, mode, soft
 
 
 def build_report(config, names: list[str], members: list, evals: list, tests: list,
                  mode: np.ndarray, soft: np.ndarray) -> dict:
-  """Top-1 of each member, of both votes, and the members' agreement on the eval split."""
+  """Top-1 of each member, of both votes, the members' agreement and the ties, on the eval split.
+
+  `tie_break` is the rule the hard vote used; `tied_images` counts the images whose top count
+  several classes share.
+  """
   labels = evals[0].labels
   if (labels < 0).any():
     raise pipeline.DataError(f'eval_split {config.eval_split!r} is unlabelled; the report '
@@ -205,6 +273,8 @@ def build_report(config, names: list[str], members: list, evals: list, tests: li
       'member_accuracy': {name: accuracy(p, labels)
                           for name, p in zip(names, member_predictions)},
       'hard_vote_accuracy': accuracy(mode, labels),
+      'tie_break': tie_break_of(config),
+      'tied_images': sum(bool(t) for t in tied_classes(member_predictions)),
       'soft_vote_accuracy': accuracy(soft, labels),
       'agreement': agreement(member_predictions),
       'predict_split': config.predict_split,
@@ -242,34 +312,41 @@ def predict_ensemble(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   Writes, into `workdir`, only once everything is computed (each file atomically):
     * `ensemble_predictions.csv`: `config.predict_split`, one row per image in file-name
-      order: `images`, one column per member, `mode_pred`, `soft_pred`, `class_pred`,
-      `class_words`;
+      order: `images`, one column per member, `mode_pred` (ties broken by
+      `config.tie_break`), `soft_pred`, `class_pred`, `class_words`, `tied_classes`;
     * `ensemble_<eval_split>_predictions.csv`: the same on `config.eval_split`, plus `label`;
     * `ensemble_report.json`: see `build_report`;
     * `sample_predictions.png`: the first `config.num_sample_images` test images titled with
       the hard vote's class words.
 
   Args:
-    config: from `configs/ensemble.py` (`members`, splits, batch size, data section).
+    config: from `configs/ensemble.py` (`members`, `tie_break`, splits, batch size, data
+      section).
     workdir: where the results go.
 
   Returns:
     The report.
 
   Raises:
-    ConfigError: empty or malformed `members`, or members trained on other classes.
-    FileNotFoundError: a member's workdir or `best/` checkpoint is missing.
+    ConfigError: empty or malformed `members`, an unknown `tie_break`, or members trained
+      on other classes.
+    FileNotFoundError: a member's workdir or `best/` checkpoint is missing (the message
+      names the command that trains it).
     DataError: an unknown split.
   """
   members = parse_members(config)
+  tie_break = tie_break_of(config)
+  require_trained(members, 'best/')
   names = [name for name, _ in members]
   num_images = int(config.get('num_sample_images', 16))
   restored, evals, tests = predict_members(config, members, num_images)
   _check_same_images(restored, evals)
   _check_same_images(restored, tests)
   info = restored[0].info
-  eval_header, eval_rows, eval_mode, eval_soft = vote_rows(names, evals, info, with_labels=True)
-  header, rows, test_mode, _ = vote_rows(names, tests, info, with_labels=False)
+  eval_header, eval_rows, eval_mode, eval_soft = vote_rows(names, evals, info, with_labels=True,
+                                                           tie_break=tie_break)
+  header, rows, test_mode, _ = vote_rows(names, tests, info, with_labels=False,
+                                         tie_break=tie_break)
   report = build_report(config, names, restored, evals, tests, eval_mode, eval_soft)
   images = tests[0].images
   row_of = {name: i for i, name in enumerate(tests[0].file_names)}

@@ -30,6 +30,9 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str) -> None:
     predict.predict_workdir(config, workdir)
   elif mode == 'predict_ensemble':
     predict.predict_ensemble(config, workdir)
+  elif mode == 'summary':
+    from vgg_flax import summary  # pylint: disable=g-import-not-at-top
+    summary.summarize_members(config, workdir)
   else:
     raise configuration.ConfigError(f'--mode={mode!r} is not one of train, evaluate, '
-                                    f'predict, predict_ensemble.')
+                                    f'predict, predict_ensemble, summary.')
