@@ -152,7 +152,7 @@ def test_ensemble_csv_has_one_row_per_test_image(ensemble_run, sample_folder, tf
   rows = read_csv(out / 'ensemble_predictions.csv')
   info = sample_info(sample_folder, tfds_data_dir)
   assert list(rows[0]) == ['images', 'a', 'b', 'a2', 'mode_pred', 'soft_pred', 'class_pred',
-                           'class_words']
+                           'class_words', 'tied_classes']
   assert len(rows) == info.split_sizes['test']
   names = [row['images'] for row in rows]
   assert names == sorted(names, key=tiny_imagenet.natural_key)
@@ -163,6 +163,7 @@ def test_ensemble_csv_has_one_row_per_test_image(ensemble_run, sample_folder, tf
     assert int(row['mode_pred']) == ensemble.hard_vote(member_votes)[0]
     # a and a2 are the same model, so they always outvote b.
     assert row['mode_pred'] == row['a']
+    assert row['tied_classes'] == ''  # Two of three members always agree: never a tie.
     assert row['class_pred'] == wnids[int(row['mode_pred'])]
     assert row['class_words'] == info.class_names[int(row['mode_pred'])]
 
@@ -179,6 +180,7 @@ def test_ensemble_report_matches_the_validation_csv(ensemble_run, sample_folder,
   for name in ('a', 'b', 'a2'):
     assert report['member_accuracy'][name] == pytest.approx(np.mean(column(name) == labels))
   assert report['hard_vote_accuracy'] == pytest.approx(np.mean(column('mode_pred') == labels))
+  assert (report['tie_break'], report['tied_images']) == ('first_member', 0)
   assert report['soft_vote_accuracy'] == pytest.approx(np.mean(column('soft_pred') == labels))
   agree = np.mean((column('a') == column('b')) & (column('b') == column('a2')))
   assert report['agreement']['all_agree'] == pytest.approx(agree)
@@ -339,6 +341,6 @@ def test_main_bad_member_exits_two_with_one_line(tmp_path):
   assert result.returncode == 2
   assert 'Traceback' not in result.stderr
   errors = [line for line in result.stderr.splitlines() if line.startswith('error:')]
-  assert errors == ["error: member '11': workdir runs/vgg11 does not exist; train it first "
-                    '(python main.py --config=... --workdir=runs/vgg11).']
+  assert errors == ["error: member '11': workdir runs/vgg11 does not exist; train it first: "
+                    'python main.py --config=configs/vgg11.py --workdir=runs/vgg11']
   assert not (tmp_path / 'ensemble').exists()

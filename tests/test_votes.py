@@ -33,8 +33,9 @@ def test_lowest_class_rule():
                                 [5, 2, 0, 6])
 
 
-def test_rules_agree_without_a_tie_and_when_the_first_pair_is_also_the_lowest():
-  votes = np.array([[1, 3], [1, 3], [2, 1], [4, 1], [2, 0]])  # 2-2-1 (1 earliest and lowest), 2-2-1.
+def test_rules_agree_when_the_earliest_tied_class_is_also_the_lowest():
+  # Image 0: 2-2-1 with pairs 1 (members 0, 1) and 2 (members 2, 4): 1 by either rule.
+  votes = np.array([[1, 3], [1, 3], [2, 1], [4, 1], [2, 0]])
   for rule in ensemble.TIE_BREAKS:
     np.testing.assert_array_equal(ensemble.hard_vote(votes, tie_break=rule)[:1], [1])
   # Image 1: pairs 3 (members 0, 1) and 1 (members 2, 3): the rules part ways.

@@ -19,6 +19,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 matplotlib.use('Agg')  # Files only.
+from matplotlib import ticker  # pylint: disable=g-import-not-at-top
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
 from vgg_flax import checkpointing  # pylint: disable=g-import-not-at-top
@@ -59,7 +60,8 @@ def count_parameters(workdir: str | pathlib.Path) -> int | None:
     return None
   manager = ocp.CheckpointManager(
       path.absolute(), options=ocp.CheckpointManagerOptions(create=False),
-      item_handlers={'variables': ocp.StandardCheckpointHandler()})
+      item_handlers={'variables': ocp.StandardCheckpointHandler(),
+                     'loop': ocp.JsonCheckpointHandler()})
   try:
     step = manager.latest_step()
     if step is None:
@@ -136,15 +138,20 @@ def markdown_table(rows: list[dict]) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def plot_val_accuracy(path: str | pathlib.Path, histories: dict[str, list[dict]]) -> None:
-  """Every member's validation top-1 per epoch, one line each, on one figure."""
+def plot_val_accuracy(path: str | pathlib.Path, histories: dict[str, list[dict]],
+                      best_epochs: dict[str, int]) -> None:
+  """Every member's validation top-1 per epoch on one figure, its best epoch starred."""
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for name, history in histories.items():
-    ax.plot([row['epoch'] for row in history], [row['val_accuracy'] for row in history],
-            marker='o', markersize=3, label=name)
+    epochs = [row['epoch'] for row in history]
+    accuracy = [row['val_accuracy'] for row in history]
+    line, = ax.plot(epochs, accuracy, marker='o', markersize=3, label=name)
+    best = epochs.index(best_epochs[name])
+    ax.plot(epochs[best], accuracy[best], marker='*', markersize=12, color=line.get_color())
+  ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
   ax.set_xlabel('epoch')
   ax.set_ylabel('validation top-1 accuracy')
-  ax.set_title('Validation accuracy of the members')
+  ax.set_title('Validation accuracy of the members (star: best epoch, lowest val loss)')
   ax.grid(alpha=0.3)
   ax.legend(title='member')
   fig.tight_layout()
@@ -159,7 +166,8 @@ def summarize_members(config: ml_collections.ConfigDict, workdir: str) -> list[d
     * `summary.csv`: the columns of `COLUMNS`; metrics are the best epoch's (lowest
       validation loss), `epochs` is the last epoch run, `training_seconds` their sum;
     * `summary.md`: the same as a Markdown table (the original README's results table);
-    * `plots/summary_val_accuracy.png`: every member's validation accuracy per epoch.
+    * `plots/summary_val_accuracy.png`: every member's validation accuracy per epoch, the
+      best epoch starred.
 
   Args:
     config: with `members`, (name, workdir) pairs (`configs/ensemble.py`).
@@ -183,7 +191,8 @@ def summarize_members(config: ml_collections.ConfigDict, workdir: str) -> list[d
                          for row in rows])
     table = markdown_table(rows)
     reporting.write_atomically(out / MARKDOWN_FILE, lambda tmp: tmp.write_text(table))
-    plot_val_accuracy(out / FIGURE_FILE, histories)
+    plot_val_accuracy(out / FIGURE_FILE, histories,
+                      {row['name']: row['best_epoch'] for row in rows})
   print(markdown_table(rows), end='')
   print(f'{len(rows)} members -> {pathlib.Path(workdir) / CSV_FILE}, {MARKDOWN_FILE}, '
         f'{FIGURE_FILE}')
