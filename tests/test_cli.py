@@ -103,6 +103,15 @@ def test_wrong_type_names_the_field_and_the_type(override, message):
   assert parse_error(f'--config.{override}') == message
 
 
+def test_overrides_in_a_flagfile_are_checked(tmp_path):
+  flagfile = tmp_path / 'flags.txt'
+  flagfile.write_text('--config.model.depth=13\n')
+  assert parse(f'--flagfile={flagfile}').config.model.depth == 13
+  flagfile.write_text('--config.model.dept=13\n')
+  assert parse_error(f'--flagfile={flagfile}') == (
+      "no field 'model.dept'; did you mean 'model.depth'?")
+
+
 def test_missing_config_file():
   assert parse_error('--config=configs/vgg17.py').startswith(
       'config file configs/vgg17.py does not exist;')

@@ -209,7 +209,8 @@ def parse_flags(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS
     ConfigError: a missing config file, an override of a field the config lacks, or a value
       of the wrong type (and any other flag absl refuses).
   """
-  argv = with_default_config(argv)
+  # Overrides may come from a --flagfile: check those too (ml_collections expands it as well).
+  argv = with_default_config(flag_values.read_flags_from_files(list(argv), force_gnu=False))
   config_file = config_file_of(argv)
   config = load_config_file(config_file)
   check_override_names(override_names(argv), config, shown_path(config_file))
