@@ -49,7 +49,7 @@ def default_configs_help() -> str:
 
 
 def find_mode(argv: Sequence[str], default: str = 'train') -> str:
-  """The value of --mode in argv (`default` when absent or not a mode)."""
+  """The value of --mode in argv, `default` when absent (absl checks the value later)."""
   values = flags.FlagValues()
   flags.DEFINE_string('mode', default, '', flag_values=values)
   try:
