@@ -9,6 +9,7 @@ weak classes absorb each other), and the most-confused pairs as labelled bars.
 import pathlib
 
 import matplotlib
+from matplotlib import colors
 import numpy as np
 
 matplotlib.use('Agg')  # Files only: evaluation hosts have no display.
@@ -92,15 +93,17 @@ def draw_confusion(path: str | pathlib.Path, confusion: np.ndarray, class_names)
   normalised = (confusion / images)[order][:, order]
   fig, (matrix_ax, pairs_ax) = plt.subplots(
       1, 2, figsize=FIGURE_INCHES, dpi=FIGURE_DPI, gridspec_kw={'width_ratios': (1.1, 1)})
-  shown = matrix_ax.imshow(normalised, cmap='viridis', vmin=0, vmax=1, interpolation='nearest')
+  # A square-root scale: the few-percent mistakes stay visible beside a bright diagonal.
+  shown = matrix_ax.imshow(normalised, cmap='viridis', interpolation='nearest',
+                           norm=colors.PowerNorm(gamma=0.5, vmin=0, vmax=1))
   fig.colorbar(shown, ax=matrix_ax, fraction=0.046, pad=0.04, label='fraction of the row')
   n = len(order)
   if n <= MAX_LABELLED_CLASSES:
     names = [_short(class_names[i]) for i in order]
     matrix_ax.set_xticks(range(n), names, rotation=90, fontsize=7)
     matrix_ax.set_yticks(range(n), names, fontsize=7)
-  matrix_ax.set_xlabel('predicted class (same order)')
-  matrix_ax.set_ylabel('true class, best top-1 first')
+  matrix_ax.set_xlabel('predicted class (same order as the rows)')
+  matrix_ax.set_ylabel('true class by top-1 rank (0 = best)')
   matrix_ax.set_title(f'Confusion, {n} classes ordered by top-1 accuracy')
   pairs = most_confused_pairs(confusion, TOP_PAIRS)[::-1]  # Largest bar at the top.
   pairs_ax.barh(range(len(pairs)), [count for _, _, count in pairs], color='tab:red')
