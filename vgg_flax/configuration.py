@@ -102,10 +102,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 def _check_prediction(config) -> None:
   # .get: configs saved before these fields existed are still valid.
+  # (`predict_images` is a str by the ConfigDict's type; what it names is checked when read.)
   _check_choice(config.get('tta', 'none'), 'tta', steps.TTA_MODES)
-  predict_images = config.get('predict_images', '')
-  _require(isinstance(predict_images, str),
-           f'predict_images={predict_images!r} must be a path: a file, a folder or a glob.')
 
 
 def flatten_dict(tree: dict, prefix: str = '') -> dict:
