@@ -232,10 +232,14 @@ def test_workdir_without_best_checkpoint(workdir, tmp_path):
   assert not (tmp_path / 'out.pt').exists()
 
 
-def test_not_a_workdir(tmp_path):
+def test_missing_or_foreign_workdir(tmp_path):
   with pytest.raises(export.ExportError) as raised:
     export.export_workdir(tmp_path / 'nowhere', tmp_path / 'out.pt')
-  assert_one_line(raised, 'nowhere', 'no config.json')
+  assert_one_line(raised, f'workdir {tmp_path / "nowhere"} does not exist')
+  (tmp_path / 'notes').mkdir()
+  with pytest.raises(export.ExportError) as raised:
+    export.export_workdir(tmp_path / 'notes', tmp_path / 'out.pt')
+  assert_one_line(raised, 'notes holds no config.json')
 
 
 @pytest.mark.parametrize('fmt,layout,fragment', [

@@ -40,6 +40,8 @@ from vgg_flax import steps
 
 FORMATS = ('torch', 'saved_model')
 LAYOUTS = ('original', 'torchvision')
+# The SavedModel is lowered for each, so it serves on any of them whatever trained it.
+SERVING_PLATFORMS = ('cpu', 'cuda', 'tpu')
 
 
 class ExportError(ValueError):
@@ -54,6 +56,8 @@ def load_best(workdir: str | os.PathLike) -> tuple[ml_collections.ConfigDict, mo
       fit the config.
   """
   workdir = pathlib.Path(workdir)
+  if not workdir.is_dir():
+    raise ExportError(f'workdir {workdir} does not exist; give a trained workdir.')
   if not (workdir / 'config.json').is_file():
     raise ExportError(f'{workdir} holds no config.json: it is not a training workdir.')
   if not checkpointing.has_best_checkpoint(workdir):
@@ -143,7 +147,11 @@ def to_torch_state_dict(variables: dict, model: models.VGG,
 
 def save_torch(state_dict: dict, path: pathlib.Path) -> None:
   """`torch.save`s the state_dict as torch tensors (loadable with `weights_only=True`)."""
-  import torch  # pylint: disable=g-import-not-at-top  # Only this format needs torch.
+  try:
+    import torch  # pylint: disable=g-import-not-at-top  # Only this format needs torch.
+  except ImportError:
+    raise ExportError('--format=torch needs PyTorch, which requirements.txt does not '
+                      'install: pip install torch==2.13.0.') from None
   tensors = collections.OrderedDict((k, torch.from_numpy(v)) for k, v in state_dict.items())
   torch.save(tensors, path)
 
@@ -165,7 +173,8 @@ def save_saved_model(model: models.VGG, variables: dict, config: ml_collections.
   """Writes a SavedModel with the `serving_default` signature (see the module docstring).
 
   The variables are `tf.Variable`s of the SavedModel rather than constants in the graph, so
-  models of any size stay under the 2 GiB limit of a graph.
+  models of any size stay under the 2 GiB limit of a graph. The computation is lowered for
+  `SERVING_PLATFORMS`, not only for the platform exporting it.
   """
   # Imported here: importing the package must not pull in TensorFlow's converter.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -178,7 +187,8 @@ def save_saved_model(model: models.VGG, variables: dict, config: ml_collections.
   module = tf.Module()
   module.variables_tree = jax.tree.map(tf.Variable, variables)
   convert_fn = jax2tf.convert(serving_function(model, config), with_gradient=False,
-                              polymorphic_shapes=[None, f'(b, {size}, {size}, 3)'])
+                              polymorphic_shapes=[None, f'(b, {size}, {size}, 3)'],
+                              native_serialization_platforms=SERVING_PLATFORMS)
 
   @tf.function(autograph=False, input_signature=[
       tf.TensorSpec([None, size, size, 3], tf.uint8, name='images')])

@@ -333,7 +333,8 @@ def predict_array(restored: RestoredModel, images: np.ndarray, *, mesh=None) -> 
   local = pipeline.local_batch_size(restored.config.eval_batch_size, 'eval_batch_size')
   global_size = local * jax.process_count()
   num_batches = -(-len(images) // global_size)
-  # Padded with copies of the first image, then dropped: every batch has the compiled shape.
+  # The last batch is padded by repeating images from the start (dropped after): every batch
+  # has the compiled shape.
   index = np.arange(num_batches * global_size) % len(images)
   log_probs = np.zeros((len(images), restored.info.num_classes), np.float32)
   for start in range(0, len(index), global_size):
