@@ -210,6 +210,17 @@ def test_saved_model_predicts_like_predict(workdir, predicted, tmp_path):
   # Any batch size (the signature's batch dimension is free).
   np.testing.assert_allclose(serve(images=tf.constant(images[:3]))['probabilities'].numpy(),
                              probabilities[:3], rtol=0, atol=1e-4)
+  # Lowered for every platform, not only the CPU that exported it.
+  assert saved_platforms(tmp_path / 'saved') == [[b'CPU', b'CUDA', b'TPU']]
+
+
+def saved_platforms(path):
+  """The `platforms` of each XlaCallModule op (the jax2tf computation) of a SavedModel."""
+  from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
+  saved = saved_model_pb2.SavedModel.FromString((path / 'saved_model.pb').read_bytes())
+  graph = saved.meta_graphs[0].graph_def
+  nodes = [*graph.node, *(n for f in graph.library.function for n in f.node_def)]
+  return [list(n.attr['platforms'].list.s) for n in nodes if n.op == 'XlaCallModule']
 
 
 # --- Bad input -----------------------------------------------------------------------------
