@@ -169,12 +169,11 @@ def test_export_then_convert_is_the_identity(layout, depth, conv1x1, batch_norm)
     np.testing.assert_array_equal(got, want)
 
 
-def test_fc1_permutation_is_not_the_identity():
-  # With a 2x2 pool, NHWC and NCHW flattening differ: the permutation must be applied.
-  weight = np.arange(3 * 8 * 4, dtype=np.float32).reshape(3, 8 * 4)
-  nchw = convert.fc1_rows_to_nchw(weight, (2, 2), 8)
-  assert not np.array_equal(nchw, weight)
-  np.testing.assert_array_equal(convert._fc1_rows_to_nhwc(nchw, (2, 2), 8), weight)  # pylint: disable=protected-access
+def test_fc1_inputs_go_back_to_channel_major_order():
+  # A row in Flax's (h, w, c) order over a 2x2 pool of 2 channels: entry (h, w, c) holds
+  # 4h + 2w + c. In torch's (c, h, w) order channel 0 comes first: 0, 2, 4, 6, then 1, 3, 5, 7.
+  nchw = convert.fc1_rows_to_nchw(np.arange(8, dtype=np.float32)[None], (2, 2), 2)
+  np.testing.assert_array_equal(nchw, [[0, 2, 4, 6, 1, 3, 5, 7]])
 
 
 # --- Same probabilities as --mode=predict --------------------------------------------------
