@@ -84,8 +84,7 @@ def _torch_names(model: models.VGG, layout: str) -> tuple[list[tuple[str, str | 
                                                           list[str]]:
   """Module names of the conv blocks ((conv, BatchNorm or None), network order) and of the
   three Linear layers, in the torch `layout`."""
-  blocks, linears = [], []
-  index = 0
+  blocks, index = [], 0
   for kernels in models.stage_plan(model.depth, model.conv1x1):
     for _ in kernels:
       if layout == 'original':  # A block module (conv, bNorm, relu), then the next index.
@@ -98,10 +97,8 @@ def _torch_names(model: models.VGG, layout: str) -> tuple[list[tuple[str, str | 
         index += 3 if model.batch_norm else 2
     index += 1  # The stage's max pool.
   if layout == 'original':
-    linears = ['fc_layers.0', 'fc_layers.2', 'fc_layers.4']  # Linear, ReLU, ... Linear.
-  else:
-    linears = ['classifier.0', 'classifier.3', 'classifier.6']  # Linear, ReLU, Dropout, ...
-  return blocks, linears
+    return blocks, ['fc_layers.0', 'fc_layers.2', 'fc_layers.4']  # Linear, ReLU, ...
+  return blocks, ['classifier.0', 'classifier.3', 'classifier.6']  # Linear, ReLU, Dropout, ...
 
 
 def to_torch_state_dict(variables: dict, model: models.VGG,
