@@ -76,4 +76,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.profile = False  # Trace a few steps with the JAX profiler.
   config.max_checkpoints = 1  # Latest checkpoints kept in `checkpoints/`.
   config.steps_per_epoch = -1  # -1 = the whole train split; smaller for quick runs.
+
+  # --- Prediction: test-time augmentation and your own images ------------------------------
+  config.tta = 'none'  # Evaluate/predict/ensemble: 'none', or 'flip' (mean softmax with mirror).
+  config.predict_images = ''  # --mode=predict on these images (file, folder or glob), not a split.
   return config

@@ -11,6 +11,7 @@ import jax
 import ml_collections
 
 from vgg_flax import models
+from vgg_flax import steps
 
 OPTIMIZERS = ('adam', 'adamw', 'sgd')
 SCHEDULES = ('constant', 'cosine')
@@ -96,6 +97,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            f'augment.crop_padding={config.augment.crop_padding} must be >= 0.')
   _require(config.steps_per_epoch == -1 or config.steps_per_epoch >= 1,
            f'steps_per_epoch={config.steps_per_epoch} must be -1 (whole split) or positive.')
+  _check_prediction(config)
+
+
+def _check_prediction(config) -> None:
+  # .get: configs saved before these fields existed are still valid.
+  # (`predict_images` is a str by the ConfigDict's type; what it names is checked when read.)
+  _check_choice(config.get('tta', 'none'), 'tta', steps.TTA_MODES)
 
 
 def flatten_dict(tree: dict, prefix: str = '') -> dict:

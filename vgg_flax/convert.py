@@ -172,6 +172,25 @@ def _fc1_rows_to_nhwc(weight: np.ndarray, pool_size, channels: int) -> np.ndarra
   return weight.reshape(out_features, -1)
 
 
+def fc1_rows_to_nchw(weight: np.ndarray, pool_size, channels: int) -> np.ndarray:
+  """The inverse of `_fc1_rows_to_nhwc`: Flax's (h, w, c) inputs back to torch's (c, h, w)."""
+  out_features = weight.shape[0]
+  height, width = pool_size
+  weight = weight.reshape(out_features, height, width, channels).transpose(0, 3, 1, 2)
+  return weight.reshape(out_features, -1)
+
+
+def flax_conv_names(model: models.VGG) -> list[str]:
+  """The Flax conv blocks in network order: the k-th torch conv (and its BatchNorm) maps to
+  `<name>_conv` (and `<name>_bn`) of the k-th name (used by `vgg_flax.export`)."""
+  return _flax_conv_names(model)
+
+
+# torch BatchNorm leaf -> Flax name, for the parameters and for the running statistics.
+BN_PARAM_NAMES = _BN_KEYS
+BN_STATS_NAMES = _BN_STATS_KEYS
+
+
 class _Converter:
   """Fills the Flax variable tree, recording missing keys and shape mismatches."""
 

@@ -265,6 +265,7 @@ def build_report(config, names: list[str], members: list, evals: list, tests: li
   member_predictions = np.stack([p.predictions for p in evals])
   return {
       'split': config.eval_split,
+      'tta': config.get('tta', 'none'),
       'num_images': int(len(labels)),
       'members': [{'name': name, 'workdir': str(m.workdir),
                    'best_epoch': m.best_epoch, 'depth': int(m.config.model.depth),

@@ -5,7 +5,8 @@ with exactly the depth, width, image size and dtype it was trained with. The con
 the command line contributes only what does not change the model:
 
   * the splits and the batch size of evaluation (`eval_split`, `predict_split`,
-    `eval_batch_size`, `cache`, `progress_bar`);
+    `eval_batch_size`, `cache`, `progress_bar`), test-time augmentation (`tta`) and the
+    user's own images (`predict_images`);
   * the whole data section (`dataset`, `data_source`, `data_dir`, `skip_corrupt`, `sample`)
     when it names data (`data_source` set or `sample.enabled`), e.g. after the data moved;
     otherwise the workdir's own data section is used.
@@ -34,12 +35,15 @@ from vgg_flax import checkpointing
 from vgg_flax import configuration
 from vgg_flax import metrics as vgg_metrics
 from vgg_flax import models
+from vgg_flax import own_images
+from vgg_flax import per_class
 from vgg_flax import reporting
 from vgg_flax import sharding
 from vgg_flax import steps
 
 # Fields of the command-line config that never change the model (see the module docstring).
-RUNTIME_FIELDS = ('eval_split', 'predict_split', 'eval_batch_size', 'cache', 'progress_bar')
+RUNTIME_FIELDS = ('eval_split', 'predict_split', 'eval_batch_size', 'cache', 'progress_bar',
+                  'tta', 'predict_images')
 DATA_FIELDS = ('dataset', 'data_source', 'data_dir', 'skip_corrupt', 'sample')
 TOP_K = 5
 # File names travel to the devices as fixed-width bytes, so every process gathers them in
@@ -110,7 +114,8 @@ def resolve_config(saved: ml_collections.ConfigDict, runtime: ml_collections.Con
   """A saved config with the runtime fields of `runtime` and the data section of `data`."""
   resolved = ml_collections.ConfigDict(saved.to_dict())
   for field in RUNTIME_FIELDS:
-    resolved[field] = runtime[field]
+    if field in runtime:  # Configs written before a field existed lack it.
+      resolved[field] = runtime[field]
   for field in DATA_FIELDS:
     value = data[field]
     resolved[field] = (ml_collections.ConfigDict(value.to_dict())
@@ -223,13 +228,17 @@ def restore_model(name: str, workdir: str | os.PathLike, *,
 
 
 def create_predict_step(restored: RestoredModel, mesh) -> Callable:
-  """A jitted `(variables, images) -> log_probs` for a model, batch sharded over `data`."""
+  """A jitted `(variables, images) -> log_probs` for a model, batch sharded over `data`.
+
+  With `config.tta == 'flip'` the log-probabilities are those of the mean of the softmax of
+  each image and of its mirror image.
+  """
   config = restored.config
 
   def predict_step(variables, images):
-    logits = steps.infer_logits(restored.model.apply, variables, images,
-                                image_size=config.image_size, dtype=jnp.dtype(config.dtype))
-    return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return steps.infer_log_probs(restored.model.apply, variables, images,
+                                 image_size=config.image_size, dtype=jnp.dtype(config.dtype),
+                                 tta=config.get('tta', 'none'))
 
   batch_sharding = sharding.data_sharding(mesh)
   return jax.jit(predict_step, in_shardings=(sharding.replicated(mesh), batch_sharding),
@@ -307,6 +316,39 @@ def predict_split(restored: RestoredModel, split: str, *, mesh=None,
       image_names=kept_names)
 
 
+def predict_array(restored: RestoredModel, images: np.ndarray, *, mesh=None) -> np.ndarray:
+  """Log-probabilities of a model for uint8 images that every process holds.
+
+  Args:
+    restored: from `restore_model`.
+    images: (n, H, W, C) uint8, the same array on every process.
+    mesh: the device mesh; default all devices.
+
+  Returns:
+    (n, num_classes) float32 log-probabilities, in the order of `images`.
+  """
+  mesh = mesh or sharding.create_mesh()
+  batch_sharding = sharding.data_sharding(mesh)
+  step = create_predict_step(restored, mesh)
+  local = pipeline.local_batch_size(restored.config.eval_batch_size, 'eval_batch_size')
+  global_size = local * jax.process_count()
+  num_batches = -(-len(images) // global_size)
+  # The last batch is padded by repeating images from the start (dropped after): every batch
+  # has the compiled shape.
+  index = np.arange(num_batches * global_size) % len(images)
+  log_probs = np.zeros((len(images), restored.info.num_classes), np.float32)
+  for start in range(0, len(index), global_size):
+    mine = index[start:start + global_size][jax.process_index() * local:][:local]
+    position = np.arange(start, start + global_size)[jax.process_index() * local:][:local]
+    batch = jax.make_array_from_process_local_data(batch_sharding, images[mine])
+    rows = _gather({'position': position.astype(np.int32)}, batch_sharding)
+    result = np.asarray(multihost_utils.process_allgather(step(restored.variables, batch),
+                                                          tiled=True))
+    real = rows['position'] < len(images)
+    log_probs[rows['position'][real]] = result[real]
+  return log_probs
+
+
 def summarize(predictions: SplitPredictions) -> dict[str, float | int]:
   """Loss, top-1 and top-5 accuracy of labelled predictions, as training computes them."""
   labels = predictions.labels
@@ -337,7 +379,9 @@ def short_words(words: str) -> str:
 def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """`--mode=evaluate`: the `best/` checkpoint on `config.eval_split`.
 
-  Prints loss, top-1 and top-5 accuracy and writes them to `<workdir>/eval_results.json`.
+  Prints loss, top-1 and top-5 accuracy and writes them, with the `tta` used, to
+  `<workdir>/eval_results.json`; writes `per_class_accuracy.csv` and `plots/confusion.png`
+  (see `vgg_flax.per_class`).
 
   Args:
     config: the command line's config (see the module docstring for what it changes).
@@ -348,13 +392,17 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """
   restored = restore_model(str(workdir), workdir, runtime=config,
                            data=config if names_data(config) else None)
-  split = restored.config.eval_split
+  split, tta = restored.config.eval_split, restored.config.get('tta', 'none')
+  predictions = predict_split(restored, split)
   results = {'workdir': str(workdir), 'split': split, 'best_epoch': restored.best_epoch,
-             **summarize(predict_split(restored, split))}
+             'tta': tta, **summarize(predictions)}
   print(f'{workdir} (best epoch {restored.best_epoch}) on {split}: loss {results["loss"]:.4f}, '
         f'top-1 {results["accuracy"]:.4f}, top-5 {results["top5_accuracy"]:.4f} '
-        f'({results["num_images"]} images)')
+        f'({results["num_images"]} images, tta {tta})')
   if jax.process_index() == 0:
+    info = restored.info
+    per_class.write_per_class_results(workdir, predictions.labels, predictions.predictions,
+                                      info.label_names, info.class_names)
     reporting.write_json(pathlib.Path(workdir) / 'eval_results.json', results)
   return results
 
@@ -365,10 +413,14 @@ PREDICTION_COLUMNS = ('images', 'class_index', 'wnid', 'class_words', 'probabili
 
 def prediction_rows(predictions: SplitPredictions, info: pipeline.DatasetInfo) -> list[list]:
   """One `PREDICTION_COLUMNS` row per image."""
-  probabilities = predictions.probabilities
+  return _rows(predictions.file_names, predictions.probabilities, info)
+
+
+def _rows(names, probabilities: np.ndarray, info: pipeline.DatasetInfo) -> list[list]:
+  """Name, top-1 class (index, wnid, words), its probability and the top-5 indices."""
   top = np.argsort(-probabilities, axis=-1, kind='stable')[:, :TOP_K]
   rows = []
-  for name, probs, best in zip(predictions.file_names, probabilities, top):
+  for name, probs, best in zip(names, probabilities, top):
     rows.append([name, int(best[0]), info.label_names[best[0]], info.class_names[best[0]],
                  f'{probs[best[0]]:.6f}', ' '.join(str(int(i)) for i in best)])
   return rows
@@ -376,6 +428,8 @@ def prediction_rows(predictions: SplitPredictions, info: pipeline.DatasetInfo) -
 
 def predict_workdir(config: ml_collections.ConfigDict, workdir: str) -> pathlib.Path:
   """`--mode=predict`: the `best/` checkpoint on `config.predict_split`.
+
+  With `config.predict_images` set, on those images instead (see `predict_own_images`).
 
   Writes `<workdir>/test_predictions.csv` (whatever the split), one row per image in
   file-name order: `images, class_index, wnid, class_words, probability, top5_indices`
@@ -390,11 +444,65 @@ def predict_workdir(config: ml_collections.ConfigDict, workdir: str) -> pathlib.
   """
   restored = restore_model(str(workdir), workdir, runtime=config,
                            data=config if names_data(config) else None)
+  if restored.config.get('predict_images'):
+    return predict_own_images(restored, skip_corrupt=bool(config.skip_corrupt))
   predictions = predict_split(restored, restored.config.predict_split)
   path = pathlib.Path(workdir) / 'test_predictions.csv'
   if jax.process_index() == 0:
     reporting.write_csv(path, PREDICTION_COLUMNS, prediction_rows(predictions, restored.info))
   print(f'{len(predictions.file_names)} predictions on {predictions.split} -> {path}')
+  return path
+
+
+IMAGE_PREDICTION_COLUMNS = ('path', *PREDICTION_COLUMNS[1:])
+IMAGE_PREDICTIONS_FILE = 'image_predictions.csv'
+# Up to this many images, each one's top-1 is printed.
+MAX_PRINTED_IMAGES = 20
+
+
+def stored_image_shape(restored: RestoredModel) -> tuple[int, int, int]:
+  """The shape the dataset stores images in: own images are brought to it."""
+  shape = tuple(restored.info.image_shape)
+  if None in shape:  # Variable-size datasets: straight to the model's size.
+    size = restored.config.image_size
+    return size, size, shape[-1] or 3
+  return shape
+
+
+def predict_own_images(restored: RestoredModel, *, skip_corrupt: bool = False,
+                       mesh=None) -> pathlib.Path:
+  """Predicts the images `restored.config.predict_images` names.
+
+  Writes `<workdir>/image_predictions.csv`, one row per image in file-name order: `path,
+  class_index, wnid, class_words, probability, top5_indices`, and prints each image's top-1
+  when there are at most `MAX_PRINTED_IMAGES`.
+
+  Args:
+    restored: from `restore_model`.
+    skip_corrupt: skip unreadable files (counted in the message) instead of failing.
+    mesh: the device mesh; default all devices.
+
+  Returns:
+    The path of the CSV.
+
+  Raises:
+    DataError: nothing matches, or a file cannot be read (without `skip_corrupt`).
+  """
+  paths = own_images.find_images(restored.config.predict_images)
+  images, read, skipped = own_images.load_images(paths, stored_image_shape(restored),
+                                                 skip_corrupt=skip_corrupt)
+  probabilities = np.exp(predict_array(restored, images, mesh=mesh))
+  rows = _rows(read, probabilities, restored.info)
+  path = restored.workdir / IMAGE_PREDICTIONS_FILE
+  if jax.process_index() == 0:
+    reporting.write_csv(path, IMAGE_PREDICTION_COLUMNS, rows)
+  if len(rows) <= MAX_PRINTED_IMAGES:
+    for row in rows:
+      print(f'{row[0]}: {short_words(row[3])} ({row[2]}, class {row[1]}, p={row[4]})')
+  skipped_note = (f'; skipped {len(skipped)} unreadable: {", ".join(skipped[:3])}'
+                  f'{" ..." if len(skipped) > 3 else ""}' if skipped else '')
+  print(f'{len(rows)} predictions (tta {restored.config.get("tta", "none")}) -> {path}'
+        f'{skipped_note}')
   return path
 
 

@@ -106,6 +106,36 @@ def infer_logits(apply_fn: Callable, variables: dict, images: jax.Array, *, imag
   return apply_fn(variables, inputs, train=False)
 
 
+TTA_MODES = ('none', 'flip')
+
+
+def infer_log_probs(apply_fn: Callable, variables: dict, images: jax.Array, *, image_size: int,
+                    dtype: Any, tta: str = 'none') -> jax.Array:
+  """Deterministic float32 log-probabilities for uint8 images, with test-time augmentation.
+
+  Args:
+    apply_fn: the model's `apply`.
+    variables: its params (and BatchNorm statistics).
+    images: uint8 (N, H, W, C) batch.
+    image_size: the side the model sees.
+    dtype: computation dtype.
+    tta: 'none', or 'flip': the mean of the softmax of each image and of its mirror image.
+
+  Returns:
+    (N, num_classes) log of the (mean) softmax.
+  """
+  if tta not in TTA_MODES:
+    raise ValueError(f'tta={tta!r} is not one of {", ".join(map(repr, TTA_MODES))}.')
+  views = [images] if tta == 'none' else [images, images[:, :, ::-1]]
+  log_probs = [jax.nn.log_softmax(infer_logits(apply_fn, variables, view, image_size=image_size,
+                                               dtype=dtype).astype(jnp.float32), axis=-1)
+               for view in views]
+  if len(log_probs) == 1:
+    return log_probs[0]
+  # log(mean(p)) computed from the log-probabilities, so tiny probabilities do not underflow.
+  return jax.nn.logsumexp(jnp.stack(log_probs), axis=0) - jnp.log(float(len(views)))
+
+
 def train_step(state: TrainState, batch: dict, *, config: ml_collections.ConfigDict,
                learning_rate_fn: optax.Schedule) -> tuple[TrainState, Any]:
   """One optimizer step on a global batch of uint8 images, augmented on the device."""
