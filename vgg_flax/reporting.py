@@ -1,15 +1,18 @@
-"""What a run writes for people, always atomically: results, `history.csv` and the plots."""
+"""What a run writes for people, always atomically: results, `history.csv`, plots, image grids."""
 
 import csv
 import json
+import math
 import os
 import pathlib
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import matplotlib
 
 matplotlib.use('Agg')  # Files only: training hosts have no display.
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+import PIL.Image  # pylint: disable=g-import-not-at-top
 
 HISTORY_FIELDS = ('epoch', 'train_loss', 'train_accuracy', 'train_top5_accuracy', 'val_loss',
                   'val_accuracy', 'val_top5_accuracy', 'learning_rate', 'seconds')
@@ -82,3 +85,51 @@ def write_plots(plot_dir: str | pathlib.Path, history: list[dict]) -> None:
   plot_dir.mkdir(parents=True, exist_ok=True)
   _plot(history, 'loss', 'loss', plot_dir / 'loss.png')
   _plot(history, 'accuracy', 'top-1 accuracy', plot_dir / 'accuracy.png')
+
+
+# --- Image grids (data samples, predictions): one array for the PNG and for TensorBoard ----
+
+GRID_COLUMNS = 4
+GRID_CELL_INCHES = (1.9, 1.7)  # Room for an image and a two-line title.
+GRID_DPI = 80
+
+
+def grid_shape(num_images: int) -> tuple[int, int]:
+  """(rows, columns) of the grid that `draw_image_grid` lays `num_images` out on."""
+  columns = min(GRID_COLUMNS, num_images)
+  return math.ceil(num_images / GRID_COLUMNS), columns
+
+
+def draw_image_grid(images: np.ndarray, titles: Sequence[str],
+                    title_colors: Sequence[str] | None = None) -> np.ndarray:
+  """Draws images in a grid, row by row, each under its title.
+
+  Args:
+    images: uint8 (N, H, W, 3) images, N >= 1.
+    titles: one title per image.
+    title_colors: one matplotlib colour per title; None = black.
+
+  Returns:
+    The drawing as a uint8 (height, width, 3) RGB array: the same pixels go to a PNG
+    (`write_png`) and to TensorBoard.
+  """
+  rows, columns = grid_shape(len(images))
+  fig, axes = plt.subplots(rows, columns, squeeze=False, dpi=GRID_DPI,
+                           figsize=(columns * GRID_CELL_INCHES[0], rows * GRID_CELL_INCHES[1]))
+  colors = title_colors or ['black'] * len(images)
+  for ax in axes.flat:
+    ax.axis('off')
+  for ax, image, title, color in zip(axes.flat, images, titles, colors):
+    ax.imshow(image, interpolation='nearest')
+    ax.set_title(title, fontsize=8, color=color)
+  fig.tight_layout()
+  fig.canvas.draw()
+  pixels = np.array(fig.canvas.buffer_rgba())[..., :3]
+  plt.close(fig)
+  return pixels
+
+
+def write_png(path: str | os.PathLike, pixels: np.ndarray) -> None:
+  """Writes a uint8 (H, W, 3) array as a PNG, atomically."""
+  image = PIL.Image.fromarray(pixels)
+  write_atomically(path, lambda tmp: image.save(tmp, format='PNG', optimize=True))
