@@ -13,6 +13,8 @@ matplotlib.use('Agg')  # Files only: training hosts have no display.
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 import PIL.Image  # pylint: disable=g-import-not-at-top
+import PIL.ImageDraw  # pylint: disable=g-import-not-at-top
+import PIL.ImageFont  # pylint: disable=g-import-not-at-top
 
 HISTORY_FIELDS = ('epoch', 'train_loss', 'train_accuracy', 'train_top5_accuracy', 'val_loss',
                   'val_accuracy', 'val_top5_accuracy', 'learning_rate', 'seconds')
@@ -88,10 +90,13 @@ def write_plots(plot_dir: str | pathlib.Path, history: list[dict]) -> None:
 
 
 # --- Image grids (data samples, predictions): one array for the PNG and for TensorBoard ----
+# Drawn with PIL, not matplotlib: a 16-image grid takes milliseconds instead of a second.
 
 GRID_COLUMNS = 4
-GRID_CELL_INCHES = (1.9, 1.7)  # Room for an image and a two-line title.
-GRID_DPI = 80
+GRID_IMAGE_PX = 128  # Each image is scaled (nearest neighbour) to this side.
+GRID_TITLE_PX = 30  # Room for a two-line title above each image.
+GRID_CELL_PX = (GRID_IMAGE_PX + 40, GRID_TITLE_PX + GRID_IMAGE_PX + 8)  # (width, height)
+GRID_FONT_SIZE = 11
 
 
 def grid_shape(num_images: int) -> tuple[int, int]:
@@ -106,27 +111,28 @@ def draw_image_grid(images: np.ndarray, titles: Sequence[str],
 
   Args:
     images: uint8 (N, H, W, 3) images, N >= 1.
-    titles: one title per image.
-    title_colors: one matplotlib colour per title; None = black.
+    titles: one title per image (at most two lines).
+    title_colors: one colour ('#rrggbb' or a name) per title; None = black.
 
   Returns:
-    The drawing as a uint8 (height, width, 3) RGB array: the same pixels go to a PNG
-    (`write_png`) and to TensorBoard.
+    The drawing as a uint8 (rows * GRID_CELL_PX[1], columns * GRID_CELL_PX[0], 3) RGB
+    array: the same pixels go to a PNG (`write_png`) and to TensorBoard.
   """
   rows, columns = grid_shape(len(images))
-  fig, axes = plt.subplots(rows, columns, squeeze=False, dpi=GRID_DPI,
-                           figsize=(columns * GRID_CELL_INCHES[0], rows * GRID_CELL_INCHES[1]))
+  cell_w, cell_h = GRID_CELL_PX
+  canvas = PIL.Image.new('RGB', (columns * cell_w, rows * cell_h), 'white')
+  draw = PIL.ImageDraw.Draw(canvas)
+  font = PIL.ImageFont.load_default(size=GRID_FONT_SIZE)
   colors = title_colors or ['black'] * len(images)
-  for ax in axes.flat:
-    ax.axis('off')
-  for ax, image, title, color in zip(axes.flat, images, titles, colors):
-    ax.imshow(image, interpolation='nearest')
-    ax.set_title(title, fontsize=8, color=color)
-  fig.tight_layout()
-  fig.canvas.draw()
-  pixels = np.array(fig.canvas.buffer_rgba())[..., :3]
-  plt.close(fig)
-  return pixels
+  for i, (image, title, color) in enumerate(zip(images, titles, colors)):
+    row, column = divmod(i, columns)
+    left, top = column * cell_w, row * cell_h
+    draw.multiline_text((left + cell_w / 2, top + 2), title, fill=color, font=font,
+                        anchor='ma', align='center', spacing=2)
+    tile = PIL.Image.fromarray(np.asarray(image, np.uint8)).resize(
+        (GRID_IMAGE_PX, GRID_IMAGE_PX), PIL.Image.NEAREST)
+    canvas.paste(tile, (left + (cell_w - GRID_IMAGE_PX) // 2, top + GRID_TITLE_PX))
+  return np.asarray(canvas)
 
 
 def write_png(path: str | os.PathLike, pixels: np.ndarray) -> None:

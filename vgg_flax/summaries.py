@@ -174,10 +174,9 @@ def class_words(info, labels: np.ndarray, max_chars: int = 22) -> list[str]:
 def prediction_titles(info, predictions: np.ndarray,
                       labels: np.ndarray) -> tuple[list[str], list[str]]:
   """Titles 'predicted / true: label' and their colours (correct or wrong)."""
-  titles, colors = [], []
-  for predicted, true in zip(class_words(info, predictions), class_words(info, labels)):
-    titles.append(f'{predicted}\ntrue: {true}')
-    colors.append(CORRECT_COLOR if predicted == true else WRONG_COLOR)
+  titles = [f'{predicted}\ntrue: {true}' for predicted, true in
+            zip(class_words(info, predictions), class_words(info, labels))]
+  colors = [CORRECT_COLOR if p == t else WRONG_COLOR for p, t in zip(predictions, labels)]
   return titles, colors
 
 
