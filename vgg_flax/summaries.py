@@ -73,7 +73,7 @@ class Writers:
     root: the workdir itself: hparams.
     train: `<workdir>/train`.
     val: `<workdir>/val`.
-    """
+  """
   root: Any
   train: Any
   val: Any
@@ -146,9 +146,15 @@ def as_model_sees(images: np.ndarray, image_size: int) -> np.ndarray:
   return np.clip(np.round((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
-def read_first_examples(config: ml_collections.ConfigDict, split: str,
+def read_first_examples(config: ml_collections.ConfigDict, info, split: str,
                         count: int) -> tuple[np.ndarray, np.ndarray]:
-  """The first `count` examples of a split in stored order, the same in every process."""
+  """The first `count` examples of a split in stored order, the same in every process.
+
+  Raises:
+    DataError: the split does not exist or is empty.
+  """
+  if pipeline.split_size(info, split) == 0:
+    raise pipeline.DataError(f'split {split!r} is empty: nothing to evaluate.')
   builder = pipeline.load_builder(config)
   ds = builder.as_dataset(split=split, shuffle_files=False,
                           decoders={'image': tfds.decode.SkipDecoding()},
@@ -291,7 +297,8 @@ def open_run(workdir: str | pathlib.Path, trainer, loop) -> RunSummaries:
     best = best_row(loop.history, loop.early_stopping.best_epoch)
     for row in loop.history:
       write_epoch(writers, row, best if row is loop.history[-1] else None)
-  val_images, val_labels = read_first_examples(config, config.eval_split, SAMPLE_IMAGES)
+  val_images, val_labels = read_first_examples(config, trainer.info, config.eval_split,
+                                               SAMPLE_IMAGES)
   write_data_samples(writers, workdir, config, trainer.info, val_images, val_labels)
   writers.flush()
   return RunSummaries(writers, BestPredictions(trainer, val_images, val_labels))
