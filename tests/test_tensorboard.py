@@ -163,11 +163,14 @@ def test_hparams_declare_the_best_metrics(fresh_run):
                       ('val', 'best/top5_accuracy'): 'best val top-5',
                       ('val', 'best/loss'): 'best val loss',
                       ('val', 'best/epoch'): 'best epoch'}
-  assert {'model.depth', 'learning_rate', 'batch_size'} <= {
-      h.name for h in experiment.hparam_infos}
+  hparam_names = [h.name for h in experiment.hparam_infos]
+  assert {'model.depth', 'learning_rate', 'batch_size', 'augment.flip'} <= set(hparam_names)
+  # The fields that tell models apart are the columns TensorBoard shows first.
+  assert {h.name for h in experiment.hparam_infos if h.differs} == set(summaries.KEY_HPARAMS)
   session = hparams_metadata.parse_session_start_info_plugin_data(
       content[hparams_metadata.SESSION_START_INFO_TAG])
   assert session.hparams['model.depth'].number_value == 11
+  assert session.group_name == f'{fresh_run.parent.name}/fresh'
 
 
 def session_groups(logdir, sort_by: str) -> list:
@@ -198,6 +201,7 @@ def test_hparams_table_ranks_the_runs_of_a_logdir(runs, fresh_run, old_layout_ru
   accuracies = []
   for group in groups:
     (session,) = group.sessions
+    assert group.name == f'{runs.name}/{session.name}'  # Named by the workdir, not a hash.
     row = best[session.name]
     metrics = {m.name.tag: m.value for m in group.metric_values}
     assert metrics == pytest.approx({'best/accuracy': row['val_accuracy'],

@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from clu import metric_writers
+from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 
 from input_pipeline import pipeline
@@ -43,6 +44,9 @@ EPOCH_METRICS = ('loss', 'accuracy', 'top5_accuracy')
 # The HPARAMS table's metric columns: tag in the `val` run -> column title.
 BEST_METRICS = {'best/accuracy': 'best val top-1', 'best/top5_accuracy': 'best val top-5',
                 'best/loss': 'best val loss', 'best/epoch': 'best epoch'}
+# Config fields that tell models apart: the HPARAMS table shows these columns first.
+KEY_HPARAMS = ('model.depth', 'model.conv1x1', 'model.width', 'optimizer', 'learning_rate',
+               'batch_size')
 SAMPLE_IMAGES = 16  # Images in each sample grid and in the best-epoch predictions.
 # Okabe-Ito blue and vermillion: told apart by colour-blind readers too.
 CORRECT_COLOR = '#0072B2'
@@ -104,22 +108,42 @@ def hparams(config: ml_collections.ConfigDict) -> dict:
   return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}
 
 
-def write_hparams(writer, config: ml_collections.ConfigDict) -> None:
+def trial_name(workdir: str | pathlib.Path) -> str:
+  """The HPARAMS table's name for a run: the workdir's last two path parts ('runs/vgg16')."""
+  return '/'.join(pathlib.Path(workdir).resolve().parts[-2:])
+
+
+def _write_summary_pb(writer, summary) -> None:
+  """Writes a ready-made `Summary` proto's value (as TensorBoard's plugins build them)."""
+  value = summary.value[0]
+  writer.write_summaries(0, {value.tag: tf.make_ndarray(value.tensor)},
+                         metadata={value.tag: value.metadata})
+
+
+def write_hparams(writer, config: ml_collections.ConfigDict,
+                  workdir: str | pathlib.Path) -> None:
   """The run's hparams, and the experiment that declares the HPARAMS table's columns.
 
-  clu's `write_hparams` records the values only; TensorBoard would then make a metric
-  column of every scalar tag. The experiment summary declares the hparams (no domains:
-  TensorBoard shows each run's value) and the `BEST_METRICS` of the `val` run.
+  The hparams go under the trial name `trial_name(workdir)` (clu's `write_hparams` would
+  name the trial by a hash). clu records no experiment either, so TensorBoard would make
+  a metric column of every scalar tag: the experiment summary declares the hparams (no
+  domains: TensorBoard shows each run's value) and the `BEST_METRICS` of the `val` run.
+  TensorBoard lists hparams marked `differs` first and shows the first few: `KEY_HPARAMS`
+  are marked.
   """
   values = hparams(config)
-  writer.write_hparams(values)
-  experiment = hparams_summary.hparams_config_pb(
+  _write_summary_pb(writer, hparams_summary.hparams_pb(values, trial_id=trial_name(workdir)))
+  summary = hparams_summary.hparams_config_pb(
       hparams=[hparams_summary.HParam(name) for name in sorted(values)],
       metrics=[hparams_summary.Metric(tag, group='val', display_name=title)
                for tag, title in BEST_METRICS.items()])
-  value = experiment.value[0]
-  writer.write_summaries(0, {value.tag: tf.make_ndarray(value.tensor)},
-                         metadata={value.tag: value.metadata})
+  value = summary.value[0]
+  plugin_data = plugin_data_pb2.HParamsPluginData.FromString(
+      value.metadata.plugin_data.content)
+  for info in plugin_data.experiment.hparam_infos:
+    info.differs = info.name in KEY_HPARAMS
+  value.metadata.plugin_data.content = plugin_data.SerializeToString()
+  _write_summary_pb(writer, summary)
 
 
 def best_row(history: list[dict], best_epoch: int) -> dict | None:
@@ -293,7 +317,7 @@ def open_run(workdir: str | pathlib.Path, trainer, loop) -> RunSummaries:
   new_layout = not has_layout(workdir)
   writers = create_writers(workdir)
   if new_layout:
-    write_hparams(writers.root, config)
+    write_hparams(writers.root, config, workdir)
     best = best_row(loop.history, loop.early_stopping.best_epoch)
     for row in loop.history:
       write_epoch(writers, row, best if row is loop.history[-1] else None)
