@@ -255,6 +255,14 @@ def test_prediction_titles_colour_correct_and_wrong():
                                   'a very long class name indeed, longer'),
       label_names=('n1', 'n2', 'n3'), split_sizes={}, image_shape=(64, 64, 3))
   titles, colors = summaries.prediction_titles(info, np.array([0, 1, 2]), np.array([0, 2, 2]))
-  assert titles == ['goldfish\ntrue: goldfish', 'tabby\ntrue: a very long class nam\u2026',
-                    'a very long class nam\u2026\ntrue: a very long class nam\u2026']
+  assert titles == ['goldfish\ntrue: goldfish', 'tabby\ntrue: a very long class name indeed',
+                    'a very long class name indeed\ntrue: a very long class name indeed']
   assert colors == [summaries.CORRECT_COLOR, summaries.WRONG_COLOR, summaries.CORRECT_COLOR]
+
+
+def test_titles_too_wide_for_a_cell_are_cut():
+  font = reporting.grid_font()
+  assert reporting.fit_text('goldfish', 100, font) == 'goldfish'
+  cut = reporting.fit_text('true: ' + 'W' * 40, 120, font)
+  assert cut.startswith('true: WW') and cut.endswith('\u2026')
+  assert 110 < font.getlength(cut) <= 120

@@ -95,7 +95,7 @@ def write_plots(plot_dir: str | pathlib.Path, history: list[dict]) -> None:
 GRID_COLUMNS = 4
 GRID_IMAGE_PX = 128  # Each image is scaled (nearest neighbour) to this side.
 GRID_TITLE_PX = 30  # Room for a two-line title above each image.
-GRID_CELL_PX = (GRID_IMAGE_PX + 40, GRID_TITLE_PX + GRID_IMAGE_PX + 8)  # (width, height)
+GRID_CELL_PX = (GRID_IMAGE_PX + 48, GRID_TITLE_PX + GRID_IMAGE_PX + 8)  # (width, height)
 GRID_FONT_SIZE = 11
 
 
@@ -105,13 +105,28 @@ def grid_shape(num_images: int) -> tuple[int, int]:
   return math.ceil(num_images / GRID_COLUMNS), columns
 
 
+def grid_font() -> PIL.ImageFont.FreeTypeFont:
+  """The titles' font (Pillow's own, so no system fonts are needed)."""
+  return PIL.ImageFont.load_default(size=GRID_FONT_SIZE)
+
+
+def fit_text(text: str, width: int, font=None) -> str:
+  """`text`, cut and ended with '…' where it is wider than `width` pixels."""
+  font = font or grid_font()
+  if font.getlength(text) <= width:
+    return text
+  while text and font.getlength(text + '\u2026') > width:
+    text = text[:-1]
+  return text.rstrip() + '\u2026'
+
+
 def draw_image_grid(images: np.ndarray, titles: Sequence[str],
                     title_colors: Sequence[str] | None = None) -> np.ndarray:
   """Draws images in a grid, row by row, each under its title.
 
   Args:
     images: uint8 (N, H, W, 3) images, N >= 1.
-    titles: one title per image (at most two lines).
+    titles: one title per image (at most two lines; a line too wide for its cell is cut).
     title_colors: one colour ('#rrggbb' or a name) per title; None = black.
 
   Returns:
@@ -122,11 +137,12 @@ def draw_image_grid(images: np.ndarray, titles: Sequence[str],
   cell_w, cell_h = GRID_CELL_PX
   canvas = PIL.Image.new('RGB', (columns * cell_w, rows * cell_h), 'white')
   draw = PIL.ImageDraw.Draw(canvas)
-  font = PIL.ImageFont.load_default(size=GRID_FONT_SIZE)
+  font = grid_font()
   colors = title_colors or ['black'] * len(images)
   for i, (image, title, color) in enumerate(zip(images, titles, colors)):
     row, column = divmod(i, columns)
     left, top = column * cell_w, row * cell_h
+    title = '\n'.join(fit_text(line, cell_w - 6, font) for line in title.split('\n'))
     draw.multiline_text((left + cell_w / 2, top + 2), title, fill=color, font=font,
                         anchor='ma', align='center', spacing=2)
     tile = PIL.Image.fromarray(np.asarray(image, np.uint8)).resize(

@@ -195,10 +195,9 @@ def first_train_batch(config: ml_collections.ConfigDict, info,
   return batch['image'][:count], batch['label'][:count]
 
 
-def class_words(info, labels: np.ndarray, max_chars: int = 22) -> list[str]:
-  """Each label's class name, its first synonym, cut to fit a grid cell's title."""
-  words = [predict.short_words(info.class_names[int(label)]) for label in labels]
-  return [w if len(w) <= max_chars else w[:max_chars - 1] + '…' for w in words]
+def class_words(info, labels: np.ndarray) -> list[str]:
+  """Each label's class name, its first synonym ('goldfish, Carassius auratus' -> 'goldfish')."""
+  return [predict.short_words(info.class_names[int(label)]) for label in labels]
 
 
 def prediction_titles(info, predictions: np.ndarray,
