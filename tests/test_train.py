@@ -52,20 +52,22 @@ def test_workdir_holds_every_artifact(two_epoch_run):
 
 def test_tensorboard_holds_the_scalars(two_epoch_run):
   _, workdir, _ = two_epoch_run
-  events = event_accumulator.EventAccumulator(str(workdir), size_guidance={'tensors': 0})
-  events.Reload()
-  tags = set(events.Tags()['tensors'])
-  expected = {'train/loss', 'train/accuracy', 'train/top5_accuracy', 'train/learning_rate',
-              'epoch/train_loss', 'epoch/val_loss', 'epoch/val_accuracy',
-              'epoch/val_top5_accuracy'}
-  assert expected <= tags, tags
+  runs = {}
+  for run in ('train', 'val'):
+    runs[run] = event_accumulator.EventAccumulator(str(workdir / run),
+                                                   size_guidance={'tensors': 0})
+    runs[run].Reload()
+  assert {'per_step/loss', 'per_step/accuracy', 'per_step/top5_accuracy',
+          'per_step/learning_rate', 'loss', 'accuracy', 'top5_accuracy'} <= set(
+              runs['train'].Tags()['tensors'])
+  assert {'loss', 'accuracy', 'top5_accuracy'} <= set(runs['val'].Tags()['tensors'])
   history = reporting.read_history(workdir / 'history.csv')
   val_losses = [tensor_util.make_ndarray(event.tensor_proto).item()
-                for event in events.Tensors('epoch/val_loss')]
+                for event in runs['val'].Tensors('loss')]
   np.testing.assert_allclose(val_losses, [row['val_loss'] for row in history], rtol=1e-6)
-  # 96 training images / batch 16 = 6 steps an epoch, logged every 2 steps.
-  assert [e.step for e in events.Tensors('train/loss')] == [2, 4, 6, 8, 10, 12]
-  assert [e.step for e in events.Tensors('epoch/val_loss')] == [6, 12]
+  # 96 training images / batch 16 = 6 steps an epoch, logged every 2 steps; epochs by number.
+  assert [e.step for e in runs['train'].Tensors('per_step/loss')] == [2, 4, 6, 8, 10, 12]
+  assert [e.step for e in runs['val'].Tensors('loss')] == [1, 2]
 
 
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(two_epoch_run, tmp_path):

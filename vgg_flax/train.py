@@ -13,7 +13,6 @@ from typing import Any, Callable, Iterable
 import jax
 import ml_collections
 from absl import logging
-from clu import metric_writers
 from clu import periodic_actions
 
 from input_pipeline import pipeline
@@ -23,6 +22,7 @@ from vgg_flax import models
 from vgg_flax import reporting
 from vgg_flax import sharding
 from vgg_flax import steps
+from vgg_flax import summaries
 from vgg_flax.early_stopping import EarlyStopping
 
 
@@ -142,7 +142,7 @@ def train_epoch(trainer: Trainer, state: steps.TrainState, epoch: int, writer,
     if step % config.log_every_steps == 0:
       scalars = window_metrics.compute()
       _check_finite(float(scalars['loss']), step)
-      writer.write_scalars(step, {f'train/{k}': v for k, v in scalars.items()})
+      writer.write_scalars(step, scalars)
       window_metrics = None
       if bar is not None:
         bar.set_postfix(loss=f'{float(scalars["loss"]):.3f}')
@@ -168,11 +168,10 @@ def _log_epoch(row: dict, loop: LoopState, improved: bool) -> None:
       ' (best)' if improved else f' ({loop.early_stopping.bad_epochs} without improvement)')
 
 
-def _write_epoch_reports(workdir: pathlib.Path, writer, loop: LoopState, step: int) -> None:
-  """TensorBoard epoch scalars, `history.csv` and the plots (process 0 only)."""
-  row = loop.history[-1]
-  writer.write_scalars(step, {f'epoch/{k}': v for k, v in row.items()})
-  writer.flush()
+def _write_epoch_reports(workdir: pathlib.Path, run_summaries, loop: LoopState, state,
+                         improved: bool) -> None:
+  """TensorBoard (every process takes part), `history.csv` and the plots (process 0)."""
+  run_summaries.write_epoch(loop, state, improved)
   if jax.process_index() == 0:
     reporting.write_history(workdir / 'history.csv', loop.history)
     reporting.write_plots(workdir / 'plots', loop.history)
@@ -196,12 +195,6 @@ def _restore_or_start(trainer: Trainer, checkpoints) -> tuple[steps.TrainState, 
   return state, loop
 
 
-def _hparams(config: ml_collections.ConfigDict) -> dict:
-  """The config flattened to `a.b: scalar` pairs for TensorBoard's hparams."""
-  flat = configuration.flatten_dict(configuration.config_to_dict(config))
-  return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps.TrainState:
   """Trains with early stopping on the validation loss; resumes an existing workdir.
 
@@ -220,21 +213,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
   _save_config(config, workdir)
   checkpoints = checkpointing.WorkdirCheckpoints(workdir, max_to_keep=config.max_checkpoints)
   state, loop = _restore_or_start(trainer, checkpoints)
-  writer = metric_writers.create_default_writer(
-      workdir, just_logging=jax.process_index() > 0, asynchronous=False)
-  if loop.epoch == 0:
-    writer.write_hparams(_hparams(config))
-  hooks = _create_hooks(config, trainer, workdir, writer)
+  run_summaries = summaries.open_run(workdir, trainer, loop)
+  hooks = _create_hooks(config, trainer, workdir, run_summaries.progress)
   logging.info('VGG-%d%s, %s parameters, %d classes, %d steps an epoch of %d images, on %d '
                'devices; workdir %s', config.model.depth, ' (1x1)' if config.model.conv1x1
                else '', f'{models.count_params(state.params):,}', trainer.info.num_classes,
                trainer.steps_per_epoch, config.batch_size, jax.device_count(), workdir)
   try:
-    state = _run_epochs(trainer, state, loop, checkpoints, writer, hooks, workdir)
+    state = _run_epochs(trainer, state, loop, checkpoints, run_summaries, hooks, workdir)
   finally:
     checkpoints.wait_until_finished()
     checkpoints.close()
-    writer.close()
+    run_summaries.close()
   return state
 
 
@@ -247,21 +237,21 @@ def _create_hooks(config, trainer: Trainer, workdir: pathlib.Path, writer) -> li
   return hooks
 
 
-def _run_epochs(trainer: Trainer, state, loop: LoopState, checkpoints, writer, hooks,
+def _run_epochs(trainer: Trainer, state, loop: LoopState, checkpoints, run_summaries, hooks,
                 workdir: pathlib.Path) -> steps.TrainState:
   config = trainer.config
   for epoch in range(loop.epoch + 1, config.num_epochs + 1):
     if loop.early_stopping.should_stop:
       break
     start = time.perf_counter()
-    state, train_summary = train_epoch(trainer, state, epoch, writer, hooks)
+    state, train_summary = train_epoch(trainer, state, epoch, run_summaries.per_step, hooks)
     val_summary = evaluate_split(trainer, state, config.eval_split)
     _check_finite(val_summary['loss'], int(state.step), 'validation')
     row = _history_row(epoch, train_summary, val_summary, time.perf_counter() - start)
     improved = loop.early_stopping.update(epoch, row['val_loss'])
     loop.epoch = epoch
     loop.history.append(row)
-    _write_epoch_reports(workdir, writer, loop, int(state.step))
+    _write_epoch_reports(workdir, run_summaries, loop, state, improved)
     if improved:
       checkpoints.save_best(epoch, steps.model_variables(state), loop.to_json())
     checkpoints.save_latest(epoch, state, loop.to_json())
