@@ -6,10 +6,8 @@ The jitted math lives in `vgg_flax.steps`; this module decides what happens betw
 import contextlib
 import dataclasses
 import math
-import os
 import pathlib
 import signal
-import socket
 import sys
 import time
 from typing import Any, Callable, Iterable
@@ -19,6 +17,7 @@ import ml_collections
 from absl import logging
 from clu import metric_writers
 from clu import periodic_actions
+from tensorboard.backend.event_processing import event_file_loader
 from tensorboard.compat.proto import event_pb2
 from tensorboard.summary.writer import record_writer
 
@@ -325,33 +324,36 @@ def _explain_stop(stop: interrupts.Interrupted, loop: LoopState,
 def _forget_unsaved_epochs(workdir: pathlib.Path, loop: LoopState, step: int) -> None:
   """Drops what a killed run reported past the checkpoint resumed from (process 0).
 
-  `history.csv` is rewritten from the checkpoint's history, and TensorBoard is told (by a
-  `SessionLog.START` event at `step + 1`) to discard the events after `step`: the replayed
-  epochs write them again, so each epoch shows once.
+  `history.csv` is rewritten from the checkpoint's history, and TensorBoard events after
+  `step` are removed from the event files: the replayed epochs write them again, so each
+  epoch shows once in every reader.
   """
   if jax.process_index() > 0:
     return
   if (workdir / 'history.csv').exists():
     reporting.write_history(workdir / 'history.csv', loop.history)
-  for logdir in _event_dirs(workdir):
-    _write_restart_event(logdir, step + 1)
+  for logdir in (workdir, *sorted(p for p in workdir.iterdir() if p.is_dir())):
+    for path in sorted(logdir.glob('events.out.tfevents.*')):
+      _drop_events_after(path, step)
 
 
-def _event_dirs(workdir: pathlib.Path) -> list[pathlib.Path]:
-  """The workdir and its sub-folders that already hold TensorBoard event files."""
-  return [d for d in (workdir, *sorted(p for p in workdir.iterdir() if p.is_dir()))
-          if any(d.glob('events.out.tfevents.*'))]
+def _drop_events_after(path: pathlib.Path, step: int) -> None:
+  """Rewrites an event file without its events after `step` (and a torn last record)."""
+  kept, dropped = [], 0
+  for record in event_file_loader.RawEventFileLoader(str(path)).Load():
+    if event_pb2.Event.FromString(record).step <= step:
+      kept.append(record)
+    else:
+      dropped += 1
+  if not dropped:
+    return
 
+  def write(tmp: pathlib.Path) -> None:
+    with open(tmp, 'wb') as f:
+      writer = record_writer.RecordWriter(f)
+      for record in kept:
+        writer.write(record)
+      writer.flush()
 
-def _write_restart_event(logdir: pathlib.Path, step: int) -> None:
-  # TensorBoard reads a folder's event files in name order; the name puts this one after
-  # the earlier runs' files and before the file this run's writer is about to open.
-  name = (f'events.out.tfevents.{int(time.time()) - 1:010d}.{socket.gethostname()}.'
-          f'{os.getpid()}.restart')
-  with open(logdir / name, 'wb') as f:
-    writer = record_writer.RecordWriter(f)
-    for event in (event_pb2.Event(wall_time=time.time(), file_version='brain.Event:2'),
-                  event_pb2.Event(wall_time=time.time(), step=step, session_log=(
-                      event_pb2.SessionLog(status=event_pb2.SessionLog.START)))):
-      writer.write(event.SerializeToString())
-    writer.flush()
+  reporting.write_atomically(path, write)
+  logging.info('Dropped %d TensorBoard events after step %d from %s.', dropped, step, path)
