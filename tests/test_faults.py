@@ -31,6 +31,7 @@ from vgg_flax import checkpointing
 from vgg_flax import interrupts
 from vgg_flax import models
 from vgg_flax import reporting
+from vgg_flax import storage
 from vgg_flax import train
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -39,8 +40,6 @@ STEPS_PER_EPOCH = 2
 # The per-epoch scalar counted in TensorBoard (whatever sub-folder its writer uses).
 EPOCH_TAG = 'epoch/val_loss'
 TIMEOUT = 240
-
-pytestmark = pytest.mark.slow
 
 
 def run_flags(workdir, data_source, data_dir, *extra) -> list[str]:
@@ -167,6 +166,7 @@ def reference(env, source, tfds_data_dir, tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow
 def test_kill_9_sigterm_and_a_second_run_end_as_the_uninterrupted_run(
     env, source, reference, tmp_path):
   workdir, data_dir = tmp_path / 'run', tmp_path / 'tfds'
@@ -218,6 +218,7 @@ def test_kill_9_sigterm_and_a_second_run_end_as_the_uninterrupted_run(
   assert_each_epoch_once(workdir)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_at_a_step_boundary_and_resumes_exactly(source, tfds_data_dir, reference,
                                                              tmp_path, monkeypatch):
   """Ctrl-C (SIGINT sent to this process) in the middle of epoch 3, then a resume."""
@@ -254,6 +255,7 @@ def garble(path: pathlib.Path) -> None:
   path.write_bytes(bytes(data))
 
 
+@pytest.mark.slow
 def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(
     env, source, tfds_data_dir, reference, tmp_path):
   workdir = tmp_path / 'run'
@@ -281,6 +283,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(
                         'new --workdir')
 
 
+@pytest.mark.slow
 def test_a_damaged_best_checkpoint_falls_back_for_evaluation(reference, tmp_path, caplog):
   workdir = tmp_path / 'run'
   shutil.copytree(reference, workdir)
@@ -315,6 +318,7 @@ def small_disk(tmp_path):
   subprocess.run(['umount', '-l', str(mount_point)], check=True)
 
 
+@pytest.mark.slow
 def test_full_then_read_only_disk_is_one_line_and_the_rerun_resumes(
     env, source, tfds_data_dir, reference, small_disk, tmp_path):
   workdir = small_disk / 'run'
@@ -361,6 +365,7 @@ def damaged_sources(root: pathlib.Path, params: dict) -> dict[str, tuple[pathlib
   return cases
 
 
+@pytest.mark.slow
 def test_bad_data_is_one_line_naming_the_file_and_nothing_is_prepared(
     env, sample_params, tmp_path):
   cases = damaged_sources(tmp_path / 'sources', sample_params)
@@ -410,3 +415,23 @@ def test_a_half_prepared_tfds_folder_is_prepared_again(source, tfds_data_dir, tm
   assert shard.exists()
   assert builder.info.splits['validation'].num_examples == 32
   assert pipeline.half_prepared(folder) is None
+
+
+def test_write_atomically_on_a_full_disk_is_one_line_and_leaves_nothing(small_disk):
+  target = small_disk / 'out' / 'predictions.csv'
+  reporting.write_csv(target, ['a'], [[1]])
+  with pytest.raises(storage.StorageError, match=f'cannot write {target}: .*No space left'):
+    reporting.write_atomically(target, lambda tmp: tmp.write_bytes(b'x' * (8 << 20)))
+  assert os.listdir(target.parent) == ['predictions.csv']
+  assert target.read_text() == 'a\n1\n'  # The previous version is intact.
+
+
+def test_write_atomically_removes_temporaries_of_dead_processes(tmp_path):
+  dead = subprocess.Popen(['true'])
+  dead.wait()
+  stale = tmp_path / f'.history.{dead.pid}.tmp.csv'
+  live = tmp_path / f'.history.{os.getppid()}.tmp.csv'
+  stale.write_text('half')
+  live.write_text('being written')
+  reporting.write_history(tmp_path / 'history.csv', [])
+  assert sorted(os.listdir(tmp_path)) == [live.name, 'history.csv']
