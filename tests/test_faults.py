@@ -28,11 +28,9 @@ from input_pipeline import pipeline
 from input_pipeline import synthetic
 from input_pipeline import tiny_imagenet
 from vgg_flax import checkpointing
-from vgg_flax import interrupts
 from vgg_flax import models
 from vgg_flax import reporting
 from vgg_flax import storage
-from vgg_flax import train
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 EPOCHS = 6
@@ -196,57 +194,28 @@ def test_kill_9_sigterm_and_a_second_run_end_as_the_uninterrupted_run(
   second.process.kill()
   second.wait()
 
-  # SIGTERM mid-epoch: stops at a step boundary within seconds, exits 128 + 15.
-  third = Run(env, args, tmp_path / 'third.log')
-  third.wait_for('Resuming after epoch')
-  third.wait_for('epoch ', timeout=TIMEOUT)
-  third.wait_for(': train loss')
-  signalled = time.monotonic()
-  third.process.send_signal(signal.SIGTERM)
-  assert third.wait() == 128 + signal.SIGTERM
-  assert time.monotonic() - signalled < 20
-  output = third.text()
-  assert f'Taking over {workdir / ".lock"} from process {second.pid}' in output
-  assert 'SIGTERM received: stopping at the next step boundary' in output
-  assert 'Stopped by SIGTERM during epoch' in output
-  assert_one_line_error(output, 'stopped by SIGTERM', 'rerun the same command')
+  # SIGTERM, then Ctrl-C (SIGINT), each in the middle of the epoch after a resume: the run
+  # stops at a step boundary within seconds and exits 128 + the signal.
+  for number, signum in enumerate((signal.SIGTERM, signal.SIGINT)):
+    stopped = Run(env, args, tmp_path / f'stopped_{number}.log')
+    stopped.wait_for('Resuming after epoch')
+    stopped.wait_for(': train loss')  # An epoch ended; the next one has begun.
+    signalled = time.monotonic()
+    stopped.process.send_signal(signum)
+    assert stopped.wait() == 128 + signum
+    assert time.monotonic() - signalled < 20
+    output, name = stopped.text(), signal.Signals(signum).name
+    if number == 0:
+      assert f'Taking over {workdir / ".lock"} from process {second.pid}' in output
+    assert f'{name} received: stopping at the next step boundary' in output
+    assert f'Stopped by {name} during epoch' in output
+    assert_one_line_error(output, f'stopped by {name}', 'rerun the same command')
 
   # The rerun finishes: the same numbers as a run nothing happened to.
   code, output = run(env, args, tmp_path / 'last.log')
   assert code == 0, output[-3000:]
   assert_same_result(workdir, reference)
   assert_each_epoch_once(workdir)
-
-
-@pytest.mark.slow
-def test_ctrl_c_stops_at_a_step_boundary_and_resumes_exactly(source, tfds_data_dir, reference,
-                                                             tmp_path, monkeypatch):
-  """Ctrl-C (SIGINT sent to this process) in the middle of epoch 3, then a resume."""
-  config = default.get_config()
-  config.update_from_flattened_dict({
-      'data_source': str(source), 'data_dir': str(tfds_data_dir), 'batch_size': 16,
-      'eval_batch_size': 16, 'image_size': 32, 'model.depth': 11, 'model.width': 8,
-      'model.hidden_units': 32, 'num_epochs': EPOCHS, 'steps_per_epoch': STEPS_PER_EPOCH,
-      'early_stopping.patience': 100, 'log_every_steps': 1, 'progress_bar': False})
-  real_train_epoch = train.train_epoch
-
-  def train_epoch_with_ctrl_c(trainer, state, epoch, writer, hooks):
-    if epoch == 3:
-      hooks = [*hooks, lambda step: os.kill(os.getpid(), signal.SIGINT)]
-    return real_train_epoch(trainer, state, epoch, writer, hooks)
-
-  monkeypatch.setattr(train, 'train_epoch', train_epoch_with_ctrl_c)
-  handler_before = signal.getsignal(signal.SIGINT)
-  with pytest.raises(interrupts.Interrupted, match='stopped by SIGINT during epoch 3; .* '
-                     'keeps the checkpoint of epoch 2') as stopped:
-    train.train_and_evaluate(config, str(tmp_path))
-  assert stopped.value.exit_code == 130
-  assert signal.getsignal(signal.SIGINT) is handler_before  # The handler is given back.
-  assert [r['epoch'] for r in reporting.read_history(tmp_path / 'history.csv')] == [1, 2]
-  monkeypatch.setattr(train, 'train_epoch', real_train_epoch)
-  train.train_and_evaluate(config, str(tmp_path))
-  assert_same_result(tmp_path, reference)
-  assert_each_epoch_once(tmp_path)
 
 
 def garble(path: pathlib.Path) -> None:
