@@ -404,3 +404,17 @@ def test_write_atomically_removes_temporaries_of_dead_processes(tmp_path):
   live.write_text('being written')
   reporting.write_history(tmp_path / 'history.csv', [])
   assert sorted(os.listdir(tmp_path)) == [live.name, 'history.csv']
+
+
+def test_which_errors_are_disk_failures(tmp_path):
+  workdir = tmp_path / 'run'
+  assert storage.is_storage_failure(OSError(28, 'No space left on device', '/x'), workdir)
+  # TensorStore's error from an orbax save thread carries only the text.
+  assert storage.is_storage_failure(ValueError(
+      'RESOURCE_EXHAUSTED: Failed to write 31039 bytes: No space left on device'), workdir)
+  assert storage.is_storage_failure(PermissionError(13, 'Permission denied',
+                                                    str(workdir / '.lock')), workdir)
+  # Reading a data file one may not read is the data's problem, not the workdir's.
+  assert not storage.is_storage_failure(PermissionError(13, 'Permission denied', '/data/x'),
+                                        workdir)
+  assert not storage.is_storage_failure(ValueError('bad value'), workdir)

@@ -39,7 +39,7 @@ def write_atomically(path: str | os.PathLike, write: Callable[[pathlib.Path], No
     os.replace(tmp, path)
   except BaseException as error:
     tmp.unlink(missing_ok=True)
-    if isinstance(error, OSError) and storage.is_storage_failure(error):
+    if isinstance(error, OSError) and storage.is_storage_failure(error, written=path.parent):
       raise storage.StorageError(f'cannot write {path}: {storage.describe(error)}; free space '
                                  '(or make it writable) and run again.') from error
     raise

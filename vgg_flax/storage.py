@@ -14,8 +14,11 @@ import shutil
 from typing import Iterator
 
 # Errors that mean "this disk cannot take the write", whatever raised them.
-STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
-STORAGE_MESSAGES = tuple(os.strerror(code) for code in STORAGE_ERRNOS)
+FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+# Errors that mean it when they name a path being written (a source can be unreadable too).
+FORBIDDEN = (errno.EACCES, errno.EPERM)
+STORAGE_ERRNOS = FULL_OR_READ_ONLY + FORBIDDEN
+STORAGE_MESSAGES = tuple(os.strerror(code) for code in FULL_OR_READ_ONLY)
 # Room left beside an estimate: metadata files and the file system's own blocks.
 SPARE_BYTES = 1 << 18
 
@@ -24,15 +27,31 @@ class StorageError(RuntimeError):
   """The workdir's disk refused a write; the message names the path and how to go on."""
 
 
-def is_storage_failure(error: BaseException) -> bool:
-  """Whether `error` (or what caused it) is a full, read-only or forbidden disk."""
+def is_storage_failure(error: BaseException, written: str | os.PathLike | None = None) -> bool:
+  """Whether `error` (or what caused it) is a full, read-only or forbidden disk.
+
+  Args:
+    error: what was raised.
+    written: the file or folder being written; a permission error counts only for a path
+      inside it (None: any path).
+  """
   while error is not None:
-    if isinstance(error, OSError) and error.errno in STORAGE_ERRNOS:
+    if isinstance(error, OSError) and error.errno in FULL_OR_READ_ONLY:
+      return True
+    if isinstance(error, OSError) and error.errno in FORBIDDEN and (
+        written is None or _inside(error.filename, written)):
       return True
     if any(message in str(error) for message in STORAGE_MESSAGES):
       return True
     error = error.__cause__ or error.__context__
   return False
+
+
+def _inside(path: str | os.PathLike | None, folder: str | os.PathLike) -> bool:
+  if path is None:
+    return False
+  path, folder = pathlib.Path(path).absolute(), pathlib.Path(folder).absolute()
+  return path == folder or folder in path.parents
 
 
 def describe(error: BaseException) -> str:
@@ -52,7 +71,7 @@ def storage_errors(workdir: str | os.PathLike) -> Iterator[None]:
   except StorageError:
     raise
   except Exception as error:  # pylint: disable=broad-except
-    if not is_storage_failure(error):
+    if not is_storage_failure(error, written=workdir):
       raise
     path = getattr(error, 'filename', None) or workdir
     raise StorageError(
