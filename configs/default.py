@@ -74,7 +74,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.log_every_steps = 50  # Train scalars to TensorBoard every N steps.
   config.progress_bar = True  # Progress bar on an interactive terminal.
   config.profile = False  # Trace a few steps with the JAX profiler.
-  config.max_checkpoints = 1  # Latest checkpoints kept in `checkpoints/`.
+  config.max_checkpoints = 2  # Epochs kept in checkpoints/ and best/ (2: a damaged one falls back).
   config.steps_per_epoch = -1  # -1 = the whole train split; smaller for quick runs.
 
   # --- Prediction: test-time augmentation and your own images ------------------------------

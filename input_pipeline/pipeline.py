@@ -16,6 +16,7 @@ encoded records: the two orders differ, each is deterministic.
 
 import dataclasses
 import functools
+import json
 import math
 import os
 import pathlib
@@ -23,6 +24,7 @@ import shutil
 import tempfile
 from typing import Iterator
 
+from absl import logging
 import jax
 from jax.experimental import multihost_utils
 import ml_collections
@@ -133,6 +135,10 @@ def prepared_builder(dataset: str, source: str, directory: str,
 
   def make():
     if dataset == 'tiny_imagenet':
+      folder = tiny_imagenet.prepared_folder(source, directory)
+      if (missing := half_prepared(folder)) is not None:
+        logging.warning('%s is half prepared (%s); preparing it again.', folder, missing)
+        shutil.rmtree(folder)
       return tiny_imagenet.make_builder(source, data_dir=directory, skip_corrupt=skip_corrupt)
     return tfds.builder(dataset, data_dir=directory)
 
@@ -143,6 +149,33 @@ def prepared_builder(dataset: str, source: str, directory: str,
   builder = make()  # Made after preparing, so it reads the prepared dataset's info.
   builder.download_and_prepare()
   return builder
+
+
+def half_prepared(folder: pathlib.Path) -> str | None:
+  """What a prepared TFDS folder lacks (a damaged or partly deleted copy), None if complete.
+
+  TFDS prepares into a temporary folder and renames it when done, so a run killed while
+  preparing leaves only that temporary folder (ignored). A folder that exists but lost its
+  `dataset_info.json` or a shard file would fail mid-training; it is prepared again instead.
+  """
+  if not folder.is_dir():
+    return None
+  info_path = folder / 'dataset_info.json'
+  try:
+    info = json.loads(info_path.read_text())
+  except (OSError, ValueError) as e:
+    return f'{info_path.name} unreadable: {e}'
+  file_format = info.get('fileFormat', 'tfrecord')
+  for split in info.get('splits', []):
+    shards = len(split.get('shardLengths', []))
+    template = split.get('filepathTemplate', '{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}')
+    for index in range(shards):
+      name = (template.replace('{DATASET}', info['name']).replace('{SPLIT}', split['name'])
+              .replace('{FILEFORMAT}', file_format)
+              .replace('{SHARD_X_OF_Y}', f'{index:05d}-of-{shards:05d}'))
+      if not (folder / name).is_file():
+        return f'{name} missing'
+  return None
 
 
 def get_dataset_info(config: ml_collections.ConfigDict) -> DatasetInfo:

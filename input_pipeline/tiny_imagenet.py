@@ -30,6 +30,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -67,6 +68,10 @@ class Source:
       nested = self.path / 'tiny-imagenet-200'
       if not (self.path / 'wnids.txt').exists() and (nested / 'wnids.txt').exists():
         self.path = nested  # The folder the zip was extracted into.
+    elif self.path.is_file():
+      raise DataError(f'{self.path}: not a readable zip file ({self.path.stat().st_size:,} '
+                      'bytes: truncated or damaged?); download tiny-imagenet-200.zip again or '
+                      'use the extracted folder.')
     else:
       raise DataError(f'data_source={str(path)!r} is neither a folder nor a zip file; '
                       'expected the extracted tiny-imagenet-200 folder or its zip.')
@@ -100,6 +105,9 @@ class Source:
       return (self.path / relative).read_bytes()
     except (KeyError, FileNotFoundError) as e:
       raise DataError(f'{self.describe(relative)}: file not found.') from e
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+      raise DataError(f'{self.describe(relative)}: cannot be read from the zip ({e}); the zip '
+                      'is damaged: download it again.') from None
 
   def read_lines(self, relative: str, expected: str) -> list[str]:
     """Non-empty lines of a text file; a missing file is a DataError saying what it holds."""
@@ -160,7 +168,11 @@ def split_files(source: Source, split: str, wnids: list[str]) -> list[tuple[str,
       if not source.exists(images):
         raise DataError(f'{source.describe(images)}: folder not found; expected the train '
                         f'images of {wnid}, listed in wnids.txt.')
-      files += [(f'{images}/{n}', n, label) for n in source.list_dir(images)]
+      names = source.list_dir(images)
+      if not names:
+        raise DataError(f'{source.describe(images)}: no images; expected the train images of '
+                        f'{wnid}, listed in wnids.txt (remove it there or add its images).')
+      files += [(f'{images}/{n}', n, label) for n in names]
     return files
   if split == 'test':
     return [(f'test/images/{n}', n, -1) for n in source.list_dir('test/images')]
@@ -317,6 +329,12 @@ def make_builder(source: str | os.PathLike = '', *, data_dir: str | None = None,
   else:
     config = builder_config(source, skip_corrupt=skip_corrupt)
   return TinyImagenet(config=config, data_dir=data_dir)
+
+
+def prepared_folder(source: str | os.PathLike, data_dir: str | os.PathLike) -> pathlib.Path:
+  """Where `make_builder(source, data_dir=data_dir)` keeps the prepared files."""
+  name = builder_config(source).name if source else OFFICIAL_CONFIG
+  return pathlib.Path(data_dir) / TinyImagenet.name / name / str(TinyImagenet.VERSION)
 
 
 class TinyImagenet(tfds.core.GeneratorBasedBuilder):

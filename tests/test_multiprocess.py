@@ -52,7 +52,7 @@ def test_two_processes_train_and_evaluate_exactly(data_config, tmp_path):
     assert code == 0, stderr[-3000:]
   history = reporting.read_history(workdir / 'history.csv')
   assert [row['epoch'] for row in history] == [1, 2]
-  assert sorted(os.listdir(workdir / 'checkpoints')) == ['2']
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['1', '2']  # The two newest.
   best = min(history, key=lambda row: row['val_loss'])
 
   for code, stderr in run_processes([*common, '--mode=evaluate']):

@@ -45,9 +45,10 @@ def test_workdir_holds_every_artifact(two_epoch_run):
   for name in ('loss.png', 'accuracy.png'):
     with Image.open(workdir / 'plots' / name) as image:
       assert image.format == 'PNG' and image.size[0] > 100
-  assert sorted(os.listdir(workdir / 'checkpoints')) == ['2']
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['1', '2']  # The two newest.
   best_epoch = min(history, key=lambda row: row['val_loss'])['epoch']
-  assert os.listdir(workdir / 'best') == [str(best_epoch)]
+  # The newest best/ epoch is the best one (the one before is kept as a fallback).
+  assert max(map(int, os.listdir(workdir / 'best'))) == best_epoch
 
 
 def test_tensorboard_holds_the_scalars(two_epoch_run):
@@ -94,7 +95,7 @@ def test_early_stopping_stops_and_keeps_the_best_epoch(data_config, tmp_path, mo
   history = reporting.read_history(tmp_path / 'history.csv')
   assert [row['val_loss'] for row in history] == [2.0, 1.5, 1.7, 1.8]
   assert int(state.step) == 4
-  assert os.listdir(tmp_path / 'best') == ['2']
+  assert sorted(os.listdir(tmp_path / 'best')) == ['1', '2']  # Val losses 2.0 then 1.5.
   # The early-stopping state went into the checkpoint: running again trains no further.
   state = train.train_and_evaluate(data_config, str(tmp_path))
   assert int(state.step) == 4

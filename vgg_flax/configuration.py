@@ -97,6 +97,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            f'augment.crop_padding={config.augment.crop_padding} must be >= 0.')
   _require(config.steps_per_epoch == -1 or config.steps_per_epoch >= 1,
            f'steps_per_epoch={config.steps_per_epoch} must be -1 (whole split) or positive.')
+  _require(isinstance(config.max_checkpoints, int) and config.max_checkpoints >= 1,
+           f'max_checkpoints={config.max_checkpoints!r} must be a positive int (2 by default).')
   _check_prediction(config)
 
 

@@ -1,6 +1,7 @@
 """What a run writes for people, always atomically: results, `history.csv`, plots, image grids."""
 
 import csv
+import glob
 import json
 import math
 import os
@@ -16,22 +17,55 @@ import PIL.Image  # pylint: disable=g-import-not-at-top
 import PIL.ImageDraw  # pylint: disable=g-import-not-at-top
 import PIL.ImageFont  # pylint: disable=g-import-not-at-top
 
+from vgg_flax import storage  # pylint: disable=g-import-not-at-top
+
 HISTORY_FIELDS = ('epoch', 'train_loss', 'train_accuracy', 'train_top5_accuracy', 'val_loss',
                   'val_accuracy', 'val_top5_accuracy', 'learning_rate', 'seconds')
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[pathlib.Path], None]) -> None:
-  """Calls `write(tmp_path)` then renames the file to `path`: never a half-written result."""
+  """Calls `write(tmp_path)` then renames the file to `path`: never a half-written result.
+
+  The data reaches the disk before the rename, so a power loss leaves the old file or the
+  new one, never an empty one. Temporaries that killed processes left for `path` are removed.
+
+  Raises:
+    storage.StorageError: the disk is full, read-only or not writable (one line).
+  """
   path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
   # Same folder (so the rename is atomic), hidden, and unique to this process.
   tmp = path.with_name(f'.{path.stem}.{os.getpid()}.tmp{path.suffix}')
   try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
     write(tmp)
+    with open(tmp, 'rb+') as f:
+      os.fsync(f.fileno())
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as error:
     tmp.unlink(missing_ok=True)
+    if isinstance(error, OSError) and storage.is_storage_failure(error, written=path.parent):
+      raise storage.StorageError(f'cannot write {path}: {storage.describe(error)}; free space '
+                                 '(or make it writable) and run again.') from error
     raise
+
+
+def _remove_stale_temporaries(path: pathlib.Path) -> None:
+  """Deletes `write_atomically` temporaries of `path` whose process no longer runs."""
+  for tmp in path.parent.glob(f'.{glob.escape(path.stem)}.*.tmp{glob.escape(path.suffix)}'):
+    pid = tmp.name[len(path.stem) + 2:].split('.')[0]
+    if pid.isdigit() and int(pid) != os.getpid() and not _is_running(int(pid)):
+      tmp.unlink(missing_ok=True)
+
+
+def _is_running(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True  # Someone else's live process.
+  return True
 
 
 def write_json(path: str | os.PathLike, data: dict) -> None:

@@ -3,16 +3,31 @@
 import ml_collections
 
 from input_pipeline import pipeline
+from vgg_flax import checkpointing
 from vgg_flax import configuration
+from vgg_flax import interrupts
+from vgg_flax import storage
 from vgg_flax import train
+from vgg_flax import workdir_lock
 
 # Mistakes a user can fix from the message alone: main.py prints one line, no traceback.
 USER_ERRORS = (configuration.ConfigError, pipeline.DataError, train.NonFiniteLossError,
-               FileNotFoundError)
+               FileNotFoundError,
+               workdir_lock.WorkdirBusyError,  # Another run holds the workdir.
+               checkpointing.CheckpointError,  # No checkpoint of a folder restores.
+               storage.StorageError,  # Disk full, read-only or not writable.
+               interrupts.Interrupted)  # SIGTERM or Ctrl-C: stopped at a step boundary.
 
 
 def exit_code(error: Exception) -> int:
-  """2 for a bad config or bad data (nothing ran), 1 for a run that failed."""
+  """2 for a bad config or bad data (nothing ran), 1 for a run that failed.
+
+  A run stopped by a signal exits as shells report it: 128 + the signal (143 for SIGTERM).
+  """
+  if isinstance(error, interrupts.Interrupted):
+    return error.exit_code
+  if isinstance(error, workdir_lock.WorkdirBusyError):
+    return 2
   if isinstance(error, (configuration.ConfigError, pipeline.DataError, FileNotFoundError)):
     return 2
   return 1

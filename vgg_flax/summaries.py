@@ -28,9 +28,13 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import logging
 from clu import metric_writers
+from tensorboard.backend.event_processing import event_file_loader
+from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.plugins.hparams import summary_v2 as hparams_summary
+from tensorboard.summary.writer import record_writer
 
 from input_pipeline import pipeline
 from vgg_flax import configuration
@@ -53,6 +57,9 @@ CORRECT_COLOR = '#0072B2'
 WRONG_COLOR = '#D55E00'
 # ReportProgress's scalars, moved into this layout's sections.
 _PROGRESS_TAGS = {'steps_per_sec': 'per_step/steps_per_sec', 'uptime': 'housekeeping/uptime'}
+# Tags whose x axis is the training step; every other tag's x is the epoch. `train/` and
+# `epoch/` are the tags of the layout before the train and val runs (x = step there).
+STEP_TAG_PREFIXES = ('per_step/', 'housekeeping/uptime', 'train/', 'epoch/')
 
 
 class _Renamed(metric_writers.MultiWriter):
@@ -325,3 +332,51 @@ def open_run(workdir: str | pathlib.Path, trainer, loop) -> RunSummaries:
   write_data_samples(writers, workdir, config, trainer.info, val_images, val_labels)
   writers.flush()
   return RunSummaries(writers, BestPredictions(trainer, val_images, val_labels))
+
+
+def _event_is_after(event: event_pb2.Event, step: int, epoch: int) -> bool:
+  """Whether an event lies past (step, epoch): x is the step or the epoch by its tag."""
+  tags = [value.tag for value in event.summary.value]
+  if not tags:
+    return False  # File version and other bookkeeping records.
+  limit = step if tags[0].startswith(STEP_TAG_PREFIXES) else epoch
+  return event.step > limit
+
+
+def _drop_file_events_after(path: pathlib.Path, step: int, epoch: int) -> None:
+  """Rewrites one event file without its events past (step, epoch) and a torn last record."""
+  kept, dropped = [], 0
+  for record in event_file_loader.RawEventFileLoader(str(path)).Load():
+    if _event_is_after(event_pb2.Event.FromString(record), step, epoch):
+      dropped += 1
+    else:
+      kept.append(record)
+  if not dropped:
+    return
+
+  def write(tmp: pathlib.Path) -> None:
+    with open(tmp, 'wb') as f:
+      writer = record_writer.RecordWriter(f)
+      for record in kept:
+        writer.write(record)
+      writer.flush()
+
+  reporting.write_atomically(path, write)
+  logging.info('Dropped %d TensorBoard events after step %d / epoch %d from %s.', dropped,
+               step, epoch, path)
+
+
+def drop_events_after(workdir: str | pathlib.Path, *, step: int, epoch: int) -> None:
+  """Removes what a killed run wrote to TensorBoard past the checkpoint resumed from.
+
+  Args:
+    workdir: the run's workdir (its own events and those of `train/` and `val/`).
+    step: the resumed checkpoint's training step (limit of the per-step scalars).
+    epoch: the resumed checkpoint's epoch (limit of the epoch scalars and images).
+  """
+  workdir = pathlib.Path(workdir)
+  if not workdir.is_dir():
+    return
+  for logdir in (workdir, *sorted(p for p in workdir.iterdir() if p.is_dir())):
+    for path in sorted(logdir.glob('events.out.tfevents.*')):
+      _drop_file_events_after(path, step, epoch)

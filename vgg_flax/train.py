@@ -3,9 +3,11 @@
 The jitted math lives in `vgg_flax.steps`; this module decides what happens between steps.
 """
 
+import contextlib
 import dataclasses
 import math
 import pathlib
+import signal
 import sys
 import time
 from typing import Any, Callable, Iterable
@@ -18,11 +20,14 @@ from clu import periodic_actions
 from input_pipeline import pipeline
 from vgg_flax import checkpointing
 from vgg_flax import configuration
+from vgg_flax import interrupts
 from vgg_flax import models
 from vgg_flax import reporting
 from vgg_flax import sharding
 from vgg_flax import steps
+from vgg_flax import storage
 from vgg_flax import summaries
+from vgg_flax import workdir_lock
 from vgg_flax.early_stopping import EarlyStopping
 
 
@@ -95,6 +100,7 @@ def evaluate_split(trainer: Trainer, state: steps.TrainState, split: str) -> dic
   for batch in pipeline.eval_batches(trainer.config, trainer.info, split):
     batch_metrics = trainer.eval_step(state, sharding.to_global_batch(batch, batch_sharding))
     merged = batch_metrics if merged is None else merged.merge(batch_metrics)
+    interrupts.check()
   if merged is None:
     raise pipeline.DataError(f'split {split!r} is empty: nothing to evaluate.')
   return {k: float(v) for k, v in merged.compute().items()}
@@ -207,12 +213,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
   """
   configuration.validate_config(config)
   workdir = pathlib.Path(workdir)
+  with storage.storage_errors(workdir), _one_run_per_workdir(workdir):
+    return _train_in_locked_workdir(config, workdir)
+
+
+def _train_in_locked_workdir(config: ml_collections.ConfigDict,
+                             workdir: pathlib.Path) -> steps.TrainState:
   configuration.check_workdir_compatible(config, workdir)
   trainer = create_trainer(config)
-  workdir.mkdir(parents=True, exist_ok=True)
   _save_config(config, workdir)
   checkpoints = checkpointing.WorkdirCheckpoints(workdir, max_to_keep=config.max_checkpoints)
   state, loop = _restore_or_start(trainer, checkpoints)
+  _forget_unsaved_epochs(workdir, loop, int(state.step))
   run_summaries = summaries.open_run(workdir, trainer, loop)
   hooks = _create_hooks(config, trainer, workdir, run_summaries.progress)
   logging.info('VGG-%d%s, %s parameters, %d classes, %d steps an epoch of %d images, on %d '
@@ -220,7 +232,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
                else '', f'{models.count_params(state.params):,}', trainer.info.num_classes,
                trainer.steps_per_epoch, config.batch_size, jax.device_count(), workdir)
   try:
-    state = _run_epochs(trainer, state, loop, checkpoints, run_summaries, hooks, workdir)
+    with interrupts.stop_at_step_boundary():
+      state = _run_epochs(trainer, state, loop, checkpoints, run_summaries, hooks, workdir)
+  except interrupts.Interrupted as stop:
+    raise _explain_stop(stop, loop, workdir) from None
   finally:
     checkpoints.wait_until_finished()
     checkpoints.close()
@@ -231,7 +246,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
 def _create_hooks(config, trainer: Trainer, workdir: pathlib.Path, writer) -> list:
   total_steps = config.num_epochs * trainer.steps_per_epoch
   hooks = [periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
-                                           every_secs=60.0)]
+                                           every_secs=60.0),
+           lambda step: interrupts.check()]
   if config.profile and jax.process_index() == 0:
     hooks.append(periodic_actions.Profile(num_profile_steps=5, logdir=str(workdir)))
   return hooks
@@ -243,6 +259,7 @@ def _run_epochs(trainer: Trainer, state, loop: LoopState, checkpoints, run_summa
   for epoch in range(loop.epoch + 1, config.num_epochs + 1):
     if loop.early_stopping.should_stop:
       break
+    interrupts.check()
     start = time.perf_counter()
     state, train_summary = train_epoch(trainer, state, epoch, run_summaries.per_step, hooks)
     val_summary = evaluate_split(trainer, state, config.eval_split)
@@ -260,3 +277,47 @@ def _run_epochs(trainer: Trainer, state, loop: LoopState, checkpoints, run_summa
     logging.info('Early stopping after epoch %d: best val loss %.4f at epoch %d.', loop.epoch,
                  loop.early_stopping.best_loss, loop.early_stopping.best_epoch)
   return state
+
+
+# --- Faults: one run per workdir, signals, and what a killed run left behind ----------------
+
+
+@contextlib.contextmanager
+def _one_run_per_workdir(workdir: pathlib.Path):
+  """Holds `<workdir>/.lock` for the run (process 0; the others share its workdir)."""
+  workdir.mkdir(parents=True, exist_ok=True)
+  if jax.process_index() > 0:
+    yield
+    return
+  with workdir_lock.WorkdirLock(workdir):
+    yield
+
+
+def _explain_stop(stop: interrupts.Interrupted, loop: LoopState,
+                  workdir: pathlib.Path) -> interrupts.Interrupted:
+  """Logs what a signal stopped and returns the one-line error for main.py."""
+  name = signal.Signals(stop.signum).name
+  if loop.epoch:
+    kept = (f'{workdir} keeps the checkpoint of epoch {loop.epoch}: rerun the same command '
+            f'to resume (epoch {loop.epoch + 1} starts over)')
+  else:
+    kept = f'no epoch was finished yet: rerun the same command to start {workdir} again'
+  logging.warning('Stopped by %s during epoch %d at a step boundary; %s.', name,
+                  loop.epoch + 1, kept)
+  return interrupts.Interrupted(stop.signum, f'stopped by {name} during epoch '
+                                f'{loop.epoch + 1}; {kept}.')
+
+
+def _forget_unsaved_epochs(workdir: pathlib.Path, loop: LoopState, step: int) -> None:
+  """Drops what a killed run reported past the checkpoint resumed from (process 0).
+
+  `history.csv` is rewritten from the checkpoint's history, and TensorBoard events after
+  the checkpoint's step (per-step scalars) or epoch (epoch scalars and images) are removed
+  from the event files: the replayed epochs write them again, so each epoch shows once in
+  every reader.
+  """
+  if jax.process_index() > 0:
+    return
+  if (workdir / 'history.csv').exists():
+    reporting.write_history(workdir / 'history.csv', loop.history)
+  summaries.drop_events_after(workdir, step=step, epoch=loop.epoch)
