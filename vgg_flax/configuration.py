@@ -10,6 +10,7 @@ import pathlib
 import jax
 import ml_collections
 
+from vgg_flax import conv
 from vgg_flax import models
 
 OPTIMIZERS = ('adam', 'adamw', 'sgd')
@@ -96,6 +97,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            f'augment.crop_padding={config.augment.crop_padding} must be >= 0.')
   _require(config.steps_per_epoch == -1 or config.steps_per_epoch >= 1,
            f'steps_per_epoch={config.steps_per_epoch} must be -1 (whole split) or positive.')
+  _check_choice(config.get('cpu_conv_grad', 'xla'), 'cpu_conv_grad', conv.CONV_GRADS)
 
 
 def flatten_dict(tree: dict, prefix: str = '') -> dict:
