@@ -78,6 +78,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.steps_per_epoch = -1  # -1 = the whole train split; smaller for quick runs.
 
   # --- CPU training speed (issue 15) ------------------------------------------------------
-  # Conv weight gradients on the CPU: 'taps' (per-tap matmuls) or 'xla'; GPU/TPU always XLA.
-  config.cpu_conv_grad = 'xla'
+  config.cpu_conv_grad = 'xla'  # CPU conv weight grads: 'taps' (per-tap matmuls) or 'xla'.
   return config
