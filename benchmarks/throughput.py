@@ -58,13 +58,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="Also time the project compiled with extra XLA options, as "
                            "'LABEL@name=value;name=value' (repeatable): a flag's effect "
                            "measured in one process, alternating with the default.")
+  parser.add_argument('--cpu_conv_grad', default='',
+                      help="'taps', 'xla' or both, comma-separated: each is timed as its own "
+                           "contender (suffix +taps / +xla); '' = the config's default.")
   parser.add_argument('--json', default='', help='Write the results here.')
   return parser.parse_args(argv)
 
 
-def make_config(args: argparse.Namespace, dtype: str):
+def make_config(args: argparse.Namespace, dtype: str, cpu_conv_grad: str = ''):
   """The default config with the benchmark's model and batch sizes."""
   config = default.get_config()
+  config.cpu_conv_grad = cpu_conv_grad or config.cpu_conv_grad
   config.model.depth = args.depth
   config.model.width = args.width
   config.model.hidden_units = args.hidden_units
@@ -109,12 +113,15 @@ def flops_of(compiled) -> float:
 class ProjectBench:
   """The project's compiled train and eval steps for one compute dtype."""
 
-  def __init__(self, args: argparse.Namespace, dtype: str, variant: str = ''):
+  def __init__(self, args: argparse.Namespace, dtype: str, variant: str = '',
+               cpu_conv_grad: str = ''):
     label, options = parse_variant(variant) if variant else ('', {})
-    self.name = f'jax_{dtype}' + (f'+{label}' if label else '')
-    config = make_config(args, dtype)
+    self.name = (f'jax_{dtype}' + (f'+{cpu_conv_grad}' if cpu_conv_grad else '')
+                 + (f'+{label}' if label else ''))
+    config = make_config(args, dtype, cpu_conv_grad)
     mesh = sharding.create_mesh()
-    model = models.create_model(config.model, num_classes=NUM_CLASSES, dtype=config.dtype)
+    model = models.create_model(config.model, num_classes=NUM_CLASSES, dtype=config.dtype,
+                                cpu_conv_grad=config.cpu_conv_grad)
     schedule = steps.create_learning_rate_schedule(config, steps_per_epoch=100)
     tx = steps.create_optimizer(config, schedule)
     self.state, state_sharding = steps.create_sharded_train_state(
@@ -227,8 +234,8 @@ def format_table(results: dict[str, dict], args: argparse.Namespace) -> str:
 
 def main(argv=None) -> dict:
   args = parse_args(argv)
-  benches = [ProjectBench(args, dtype, variant) for dtype in args.dtype.split(',') if dtype
-             for variant in [''] + args.variant]
+  benches = [ProjectBench(args, dtype, variant, grad) for dtype in args.dtype.split(',') if dtype
+             for grad in args.cpu_conv_grad.split(',') for variant in [''] + args.variant]
   if args.reference == 'torch':
     benches += create_torch_benches(args)
   results = measure(benches, args)

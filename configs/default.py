@@ -80,4 +80,7 @@ def get_config() -> ml_collections.ConfigDict:
   # --- Prediction: test-time augmentation and your own images ------------------------------
   config.tta = 'none'  # Evaluate/predict/ensemble: 'none', or 'flip' (mean softmax with mirror).
   config.predict_images = ''  # --mode=predict on these images (file, folder or glob), not a split.
+
+  # --- CPU training speed ----------------------------------------------------------------
+  config.cpu_conv_grad = 'xla'  # CPU conv weight grads: 'taps' (per-tap matmuls) or 'xla'.
   return config

@@ -10,6 +10,7 @@ import pathlib
 import jax
 import ml_collections
 
+from vgg_flax import conv
 from vgg_flax import models
 from vgg_flax import steps
 
@@ -99,6 +100,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            f'steps_per_epoch={config.steps_per_epoch} must be -1 (whole split) or positive.')
   _require(isinstance(config.max_checkpoints, int) and config.max_checkpoints >= 1,
            f'max_checkpoints={config.max_checkpoints!r} must be a positive int (2 by default).')
+  _check_choice(config.get('cpu_conv_grad', 'xla'), 'cpu_conv_grad', conv.CONV_GRADS)
   _check_prediction(config)
 
 

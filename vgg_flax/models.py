@@ -16,6 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vgg_flax import conv
+
 # Convolutions per stage, keyed by the number of weight layers (convs + 3 dense).
 STAGE_PLANS = {
     11: (1, 1, 2, 2, 2),
@@ -121,6 +123,8 @@ class VGG(nn.Module):
     pool_type: 'max' or 'avg' for the adaptive pool.
     dropout_rate: dropout after each hidden dense layer (0 = none, as the seed).
     dtype: computation dtype; parameters stay float32 and logits are float32.
+    cpu_conv_grad: 'taps' computes the convs' weight gradients as per-tap matmuls on the CPU
+      (`vgg_flax.conv`), 'xla' leaves them to XLA; the parameters are the same either way.
   """
   depth: int
   conv1x1: bool = False
@@ -132,6 +136,7 @@ class VGG(nn.Module):
   pool_type: str = 'max'
   dropout_rate: float = 0.0
   dtype: Any = jnp.float32
+  cpu_conv_grad: str = 'xla'
 
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
@@ -157,7 +162,8 @@ class VGG(nn.Module):
     """Conv (with bias, as the seed) -> [BatchNorm] -> ReLU."""
     padding = 'SAME' if kernel == 3 else 'VALID'
     x = nn.Conv(features, (kernel, kernel), padding=padding, kernel_init=conv_kernel_init,
-                dtype=self.dtype, name=f'{name}_conv')(x)
+                dtype=self.dtype, conv_general_dilated=conv.conv_function(self.cpu_conv_grad),
+                name=f'{name}_conv')(x)
     if self.batch_norm:
       # PyTorch's BatchNorm2d momentum 0.1 is Flax's momentum 0.9.
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
@@ -184,13 +190,15 @@ VGG16C = functools.partial(VGG, depth=16, conv1x1=True)
 VGG19 = functools.partial(VGG, depth=19)
 
 
-def create_model(model_config, *, num_classes: int, dtype: Any = jnp.float32) -> VGG:
+def create_model(model_config, *, num_classes: int, dtype: Any = jnp.float32,
+                 cpu_conv_grad: str = 'xla') -> VGG:
   """Builds a VGG from a config's `model` section.
 
   Args:
     model_config: a mapping with the fields of `configs/default.py`'s `model` section.
     num_classes: outputs, from the dataset's metadata.
     dtype: computation dtype (a jnp dtype or its name).
+    cpu_conv_grad: how the CPU computes the convs' weight gradients ('taps' or 'xla').
 
   Returns:
     The (unbound) VGG module.
@@ -207,6 +215,7 @@ def create_model(model_config, *, num_classes: int, dtype: Any = jnp.float32) ->
       pool_type=str(model_config['pool_type']),
       dropout_rate=float(model_config['dropout_rate']),
       dtype=jnp.dtype(dtype),
+      cpu_conv_grad=str(cpu_conv_grad),
   )
 
 

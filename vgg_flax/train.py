@@ -78,7 +78,8 @@ class Trainer:
 def create_trainer(config: ml_collections.ConfigDict, info=None) -> Trainer:
   """Builds the model, the sharded train state and the jitted steps for a config."""
   info = info or pipeline.get_dataset_info(config)
-  model = models.create_model(config.model, num_classes=info.num_classes, dtype=config.dtype)
+  model = models.create_model(config.model, num_classes=info.num_classes, dtype=config.dtype,
+                              cpu_conv_grad=config.get('cpu_conv_grad', 'xla'))
   mesh = sharding.create_mesh()
   steps_per_epoch = pipeline.train_steps_per_epoch(config, info)
   learning_rate_fn = steps.create_learning_rate_schedule(config, steps_per_epoch)
