@@ -59,7 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                            "'LABEL@name=value;name=value' (repeatable): a flag's effect "
                            "measured in one process, alternating with the default.")
   parser.add_argument('--json', default='', help='Write the results here.')
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  check_torch_settings(parser, args)
+  return args
 
 
 def make_config(args: argparse.Namespace, dtype: str):
@@ -223,6 +225,17 @@ def format_table(results: dict[str, dict], args: argparse.Namespace) -> str:
                  f"{ratio('train_vs_best_torch')} | {ratio('eval_vs_best_torch')} | "
                  f'{compile_s} | {gflop} |')
   return '\n'.join(lines)
+
+
+def check_torch_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+  """Ends with a one-line usage error for a `--torch_settings` name that does not exist."""
+  if args.reference != 'torch':
+    return
+  from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
+  unknown = [n for n in args.torch_settings.split(',') if n and n not in torch_reference.SETTINGS]
+  if unknown:
+    parser.exit(2, f'error: --torch_settings: unknown {", ".join(map(repr, unknown))}; choose '
+                   f'from {", ".join(torch_reference.SETTINGS)}.\n')
 
 
 def main(argv=None) -> dict:

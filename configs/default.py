@@ -76,4 +76,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.profile = False  # Trace a few steps with the JAX profiler.
   config.max_checkpoints = 1  # Latest checkpoints kept in `checkpoints/`.
   config.steps_per_epoch = -1  # -1 = the whole train split; smaller for quick runs.
+
+  # --- Scale: fast restarts and large batches (issue 16) ------------------------------------
+  config.compilation_cache = True  # Keep compiled steps on disk, so a restart skips compiling.
+  config.compilation_cache_dir = ''  # Its folder; '' = `.jax_cache` beside the workdir.
+  config.grad_accum_steps = 1  # Micro-batches per step (batch_size split; one optimizer step).
   return config

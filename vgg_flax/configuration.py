@@ -67,6 +67,23 @@ def _check_batches(config) -> None:
              f'{name}={value} is not divisible by the {processes} processes.')
 
 
+def _check_scale(config) -> None:
+  """The compilation cache and gradient accumulation fields (issue 16).
+
+  Configs saved before these fields existed (old workdirs' config.json) get the defaults.
+  """
+  cache, folder = config.get('compilation_cache', True), config.get('compilation_cache_dir', '')
+  _require(isinstance(cache, bool), f'compilation_cache={cache!r} must be True or False.')
+  _require(isinstance(folder, str),
+           f"compilation_cache_dir={folder!r} must be a folder path or '' (beside the workdir).")
+  steps, batch, devices = config.get('grad_accum_steps', 1), config.batch_size, jax.device_count()
+  _require(isinstance(steps, int) and steps >= 1,
+           f'grad_accum_steps={steps!r} must be an int >= 1.')
+  _require(batch % (steps * devices) == 0,
+           f'batch_size={batch} must split into grad_accum_steps={steps} micro-batches of a '
+           f'multiple of the {devices} devices; use a multiple of {steps * devices}.')
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises `ConfigError` for the first field that cannot work.
 
@@ -96,6 +113,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            f'augment.crop_padding={config.augment.crop_padding} must be >= 0.')
   _require(config.steps_per_epoch == -1 or config.steps_per_epoch >= 1,
            f'steps_per_epoch={config.steps_per_epoch} must be -1 (whole split) or positive.')
+  _check_scale(config)
 
 
 def flatten_dict(tree: dict, prefix: str = '') -> dict:

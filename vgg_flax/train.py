@@ -20,6 +20,7 @@ from input_pipeline import pipeline
 from vgg_flax import checkpointing
 from vgg_flax import configuration
 from vgg_flax import models
+from vgg_flax import platform
 from vgg_flax import reporting
 from vgg_flax import sharding
 from vgg_flax import steps
@@ -240,7 +241,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
 
 def _create_hooks(config, trainer: Trainer, workdir: pathlib.Path, writer) -> list:
   total_steps = config.num_epochs * trainer.steps_per_epoch
-  hooks = [periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
+  hooks = [platform.LogTimeToFirstStep(),
+           periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
                                            every_secs=60.0)]
   if config.profile and jax.process_index() == 0:
     hooks.append(periodic_actions.Profile(num_profile_steps=5, logdir=str(workdir)))
