@@ -10,8 +10,9 @@ affects every contender alike. Ratios are against the best PyTorch setting.
   python benchmarks/throughput.py --depth=16 --batch_size=64 --eval_batch_size=256 \
       --image_size=64 --dtype=float32,bfloat16 --reference=torch --json=/tmp/vgg16.json
 
-Imports only jax, flax, optax, numpy, ml_collections (and torch when asked) with the
-project's model and step modules: no TensorFlow, so it runs on GPU hosts that carry JAX alone.
+Imports only jax, flax, optax, numpy (and torch when asked) with the project's model and
+step modules: no TensorFlow, clu or ml_collections needed, so it runs on GPU hosts that carry
+JAX alone.
 """
 
 import argparse
@@ -30,7 +31,7 @@ platform.configure_cpu_flags()
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import bench_config  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vgg_flax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vgg_flax import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vgg_flax import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -66,15 +67,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def make_config(args: argparse.Namespace, dtype: str):
   """The default config with the benchmark's model and batch sizes."""
-  config = default.get_config()
-  config.model.depth = args.depth
-  config.model.width = args.width
-  config.model.hidden_units = args.hidden_units
-  config.batch_size = args.batch_size
-  config.eval_batch_size = args.eval_batch_size
-  config.image_size = args.image_size
-  config.dtype = dtype
-  return config
+  return bench_config.get_config(
+      depth=args.depth, width=args.width, hidden_units=args.hidden_units,
+      batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
+      image_size=args.image_size, dtype=dtype)
 
 
 def fake_batches(config, mesh) -> tuple[dict, dict]:

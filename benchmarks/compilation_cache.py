@@ -1,0 +1,112 @@
+r"""Compile time of a first start against a restart with JAX's persistent compilation cache.
+
+Starts two fresh processes one after the other, sharing an empty cache folder. Each enables
+the cache as `main.py` does (`vgg_flax.platform.enable_compilation_cache`), then builds the
+train state (a jitted init) and compiles the project's train and eval steps for a config;
+the first fills the cache, the second loads from it.
+
+  python benchmarks/compilation_cache.py --depth=16 --batch_size=64 --image_size=64
+
+Needs only JAX, flax, optax and numpy (plus ml_collections where installed).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from vgg_flax import platform  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--depth', type=int, default=16)
+  parser.add_argument('--width', type=int, default=64)
+  parser.add_argument('--hidden_units', type=int, default=4096)
+  parser.add_argument('--image_size', type=int, default=64)
+  parser.add_argument('--batch_size', type=int, default=64)
+  parser.add_argument('--eval_batch_size', type=int, default=256)
+  parser.add_argument('--json', default='', help='Write the results here.')
+  parser.add_argument('--child', default='', help=argparse.SUPPRESS)  # The cache folder.
+  return parser.parse_args(argv)
+
+
+def compile_once(args: argparse.Namespace) -> dict[str, float]:
+  """In a fresh process: seconds to build the state and compile the train and eval steps."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from benchmarks import bench_config  # pylint: disable=g-import-not-at-top
+  from vgg_flax import models, sharding, steps  # pylint: disable=g-import-not-at-top
+  config = bench_config.get_config(depth=args.depth, width=args.width,
+                                   hidden_units=args.hidden_units, image_size=args.image_size,
+                                   batch_size=args.batch_size,
+                                   eval_batch_size=args.eval_batch_size)
+  config.compilation_cache_dir = args.child
+  platform.enable_compilation_cache(config, args.child)
+  times = {}
+  start = time.perf_counter()
+  mesh = sharding.create_mesh()
+  model = models.create_model(config.model, num_classes=200, dtype=config.dtype)
+  schedule = steps.create_learning_rate_schedule(config, steps_per_epoch=100)
+  state, state_sharding = steps.create_sharded_train_state(
+      model, steps.create_optimizer(config, schedule), jax.random.key(0), config.image_size,
+      mesh)
+  jax.block_until_ready(state)
+  times['init_s'] = time.perf_counter() - start
+  size = config.image_size
+  for name, step, batch in (
+      ('train_s', steps.jit_train_step(config, schedule, state_sharding, mesh),
+       {'image': ((config.batch_size, size, size, 3), 'uint8'),
+        'label': ((config.batch_size,), 'int32')}),
+      ('eval_s', steps.jit_eval_step(config, state_sharding, mesh),
+       {'image': ((config.eval_batch_size, size, size, 3), 'uint8'),
+        'label': ((config.eval_batch_size,), 'int32'),
+        'mask': ((config.eval_batch_size,), 'bool')})):
+    shapes = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding.data_sharding(mesh))
+              for k, (shape, dtype) in batch.items()}
+    start = time.perf_counter()
+    step.lower(state, shapes).compile()
+    times[name] = time.perf_counter() - start
+  times['total_s'] = times['init_s'] + times['train_s'] + times['eval_s']
+  times['process_s'] = platform.seconds_since_start()
+  return times
+
+
+def start_process(argv: list[str], cache: str) -> dict[str, float]:
+  """Runs `compile_once` in a new Python process; returns its times."""
+  result = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, f'--child={cache}'],
+                          capture_output=True, text=True, check=True)
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> dict:
+  argv = sys.argv[1:] if argv is None else argv
+  args = parse_args(argv)
+  if args.child:
+    print(json.dumps(compile_once(args)))
+    return {}
+  forwarded = [a for a in argv if not a.startswith('--json')]
+  with tempfile.TemporaryDirectory() as cache:
+    first = start_process(forwarded, cache)
+    second = start_process(forwarded, cache)
+    cache_mib = sum(os.path.getsize(os.path.join(cache, f)) for f in os.listdir(cache)) / 2**20
+  print(f'VGG-{args.depth} width {args.width}, {args.image_size} px, batch {args.batch_size} '
+        f'(eval {args.eval_batch_size}); cache {cache_mib:.0f} MiB')
+  print('| seconds | first start | restart (cache) | speed-up |')
+  print('| --- | --- | --- | --- |')
+  for key in ('init_s', 'train_s', 'eval_s', 'total_s', 'process_s'):
+    print(f'| {key[:-2]} | {first[key]:.2f} | {second[key]:.2f} | '
+          f'{first[key] / second[key]:.1f}x |')
+  report = {'args': vars(args), 'first': first, 'restart': second, 'cache_mib': cache_mib}
+  if args.json:
+    with open(args.json, 'w', encoding='utf-8') as f:
+      json.dump(report, f, indent=2)
+  return report
+
+
+if __name__ == '__main__':
+  main()
