@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -212,3 +213,48 @@ def test_checkpoint_overlap_reports_the_saves(tmp_path):
   # checkpoints/ keeps the latest state (params + 2 Adam moments), best/ the params.
   assert sorted(p.name for p in tmp_path.iterdir()) == ['best', 'checkpoints']
   assert report['checkpoint_mib'] * 2**20 >= 4 * 4 * report['parameters']
+
+
+# What a fresh GPU host lacks (name prefixes in site-packages): the benchmark needs none of it.
+ABSENT_ON_GPU_HOSTS = ('tensorflow', 'tensorboard', 'tf_keras', 'keras', 'ml_collections')
+
+
+def absent_on_gpu_hosts(name: str) -> bool:
+  return name.startswith(ABSENT_ON_GPU_HOSTS) or name == 'clu' or name.startswith('clu-')
+
+
+def site_without_tensorflow(tmp_path):
+  """A Python launcher whose only packages are this venv's, less TF, TFDS, clu, ml_collections."""
+  site = tmp_path / 'site'
+  site.mkdir()
+  for entry in pathlib.Path(jax.__file__).resolve().parents[1].iterdir():
+    if not absent_on_gpu_hosts(entry.name):
+      (site / entry.name).symlink_to(entry)
+  python = tmp_path / 'python'
+  python.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')  # -S: no site-packages.
+  python.chmod(0o755)
+  return dict(CPU_ENV, PYTHONPATH=str(site), PYTHON=str(python)), python
+
+
+@pytest.mark.slow
+def test_gpu_script_runs_on_the_cpu_without_tensorflow_clu_or_ml_collections(tmp_path):
+  env, python = site_without_tensorflow(tmp_path)
+  probe = subprocess.run(
+      [str(python), '-c', 'import importlib.util as u; print([m for m in ("tensorflow", '
+       '"tensorflow_datasets", "clu", "ml_collections", "jax", "torch") if u.find_spec(m)])'],
+      env=env, capture_output=True, text=True, check=True)
+  assert probe.stdout.strip() == "['jax', 'torch']"
+  out = tmp_path / 'out'
+  result = subprocess.run(['bash', 'benchmarks/gpu.sh', str(out), '--depths=11',
+                           '--dtypes=float32'], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=900, check=False)
+  assert result.returncode == 0, result.stdout[-2000:]
+  assert 'NO GPU OR TPU FOUND' in result.stdout
+  rows = {line.split('|')[1].strip(): line for line in result.stdout.splitlines()
+          if line.startswith('| jax_') or line.startswith('| torch_')}
+  assert set(rows) == {'jax_float32', 'torch_channels_last', 'torch_bf16'}
+  assert rows['jax_float32'].rstrip().endswith('| 0 / 0 |')  # No recompiles.
+  report = json.loads((out / 'gpu_results.json').read_text())
+  assert report['platform'] == 'cpu' and list(report['depths']) == ['11']
+  assert report['depths']['11']['recompiles'] == {'jax_float32': {'train': 0, 'eval': 0}}
+  assert (out / 'gpu_results.txt').read_text() == result.stdout

@@ -72,21 +72,20 @@ def test_batch_norm_statistics_are_the_mean_of_the_micro_batches():
   """Each micro-batch is normalised by itself; the running averages move once, by the mean."""
   config = small_config(grad_accum_steps=2)
   config.augment.flip = False  # Deterministic inputs, so the expectation can be rebuilt here.
+  initial, _ = run_steps(config, num_steps=0)
   state, _ = run_steps(config, num_steps=1)
   model = models.create_model(config.model, num_classes=10, dtype=config.dtype)
-  initial = steps.create_train_state(model, steps.create_optimizer(config, lambda _: 0.0),
-                                     jax.random.key(0), 32)
+  batch_stats_of = jax.jit(lambda variables, images: model.apply(
+      variables, images, train=True, mutable=['batch_stats'])[1]['batch_stats'])
   images = preprocess.preprocess(jnp.asarray(random_batch(0)['image']), image_size=32,
                                  dtype=jnp.float32)
-  micro_stats = [
-      model.apply(steps.model_variables(initial), images[index::2], train=True,
-                  mutable=['batch_stats'])[1]['batch_stats'] for index in range(2)]
+  micro_stats = [batch_stats_of(steps.model_variables(initial), images[index::2])
+                 for index in range(2)]
   expected = jax.tree.map(lambda a, b: (a + b) / 2, *micro_stats)
   for got, want in zip(jax.tree.leaves(state.batch_stats), jax.tree.leaves(expected)):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
   # The first layer sees the same inputs either way: its running mean is the big batch's.
-  big = model.apply(steps.model_variables(initial), images, train=True,
-                    mutable=['batch_stats'])[1]['batch_stats']
+  big = batch_stats_of(steps.model_variables(initial), images)
   first = sorted(big)[0]
   np.testing.assert_allclose(state.batch_stats[first]['mean'], big[first]['mean'], atol=1e-6)
   assert not np.allclose(state.batch_stats[first]['var'], initial.batch_stats[first]['var'])
