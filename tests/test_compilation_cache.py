@@ -89,7 +89,7 @@ def test_a_restart_loads_the_compiled_step_from_the_cache(tmp_path):
   def start():
     result = subprocess.run([sys.executable, '-c', COMPILE_SCRIPT, str(tmp_path / 'w'),
                              str(cache)], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=300, check=False)
+                            timeout=900, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     return dict(line.split(' ', 1) for line in result.stdout.splitlines())
 
