@@ -210,9 +210,10 @@ def test_checkpoint_overlap_reports_the_saves(tmp_path):
   assert report['hidden_fraction'] == pytest.approx(
       1 - (seconds['save_and_train'] - seconds['train'] + seconds['left_after_train'])
       / seconds['blocking_save'])
-  # checkpoints/ keeps the latest state (params + 2 Adam moments), best/ the params.
+  # checkpoints/ keeps the latest state (params + 2 Adam moments), best/ the params: four
+  # float32 copies, which orbax's storage compresses a little (zeros, small moments).
   assert sorted(p.name for p in tmp_path.iterdir()) == ['best', 'checkpoints']
-  assert report['checkpoint_mib'] * 2**20 >= 4 * 4 * report['parameters']
+  assert 3 * 4 <= report['checkpoint_mib'] * 2**20 / report['parameters'] <= 6 * 4
 
 
 # What a fresh GPU host lacks (name prefixes in site-packages): the benchmark needs none of it.
