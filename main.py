@@ -96,6 +96,7 @@ def main(argv):
   logging.info('JAX process %d/%d, local devices: %s', jax.process_index(),
                jax.process_count(), jax.local_devices())
   workdir = FLAGS.workdir or default_workdir()
+  platform.enable_compilation_cache(FLAGS.config, workdir)
   try:
     runner.run(FLAGS.mode, FLAGS.config, workdir)
   except runner.USER_ERRORS as error:

@@ -10,8 +10,9 @@ affects every contender alike. Ratios are against the best PyTorch setting.
   python benchmarks/throughput.py --depth=16 --batch_size=64 --eval_batch_size=256 \
       --image_size=64 --dtype=float32,bfloat16 --reference=torch --json=/tmp/vgg16.json
 
-Imports only jax, flax, optax, numpy, ml_collections (and torch when asked) with the
-project's model and step modules: no TensorFlow, so it runs on GPU hosts that carry JAX alone.
+Imports only jax, flax, optax, numpy (and torch when asked) with the project's model and
+step modules: no TensorFlow, clu or ml_collections needed, so it runs on GPU hosts that carry
+JAX alone.
 """
 
 import argparse
@@ -30,7 +31,7 @@ platform.configure_cpu_flags()
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import bench_config  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vgg_flax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vgg_flax import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vgg_flax import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -62,20 +63,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="'taps', 'xla' or both, comma-separated: each is timed as its own "
                            "contender (suffix +taps / +xla); '' = the config's default.")
   parser.add_argument('--json', default='', help='Write the results here.')
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  check_torch_settings(parser, args)
+  return args
 
 
 def make_config(args: argparse.Namespace, dtype: str, cpu_conv_grad: str = ''):
   """The default config with the benchmark's model and batch sizes."""
-  config = default.get_config()
+  config = bench_config.get_config(
+      depth=args.depth, width=args.width, hidden_units=args.hidden_units,
+      batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
+      image_size=args.image_size, dtype=dtype)
   config.cpu_conv_grad = cpu_conv_grad or config.cpu_conv_grad
-  config.model.depth = args.depth
-  config.model.width = args.width
-  config.model.hidden_units = args.hidden_units
-  config.batch_size = args.batch_size
-  config.eval_batch_size = args.eval_batch_size
-  config.image_size = args.image_size
-  config.dtype = dtype
   return config
 
 
@@ -230,6 +229,17 @@ def format_table(results: dict[str, dict], args: argparse.Namespace) -> str:
                  f"{ratio('train_vs_best_torch')} | {ratio('eval_vs_best_torch')} | "
                  f'{compile_s} | {gflop} |')
   return '\n'.join(lines)
+
+
+def check_torch_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+  """Ends with a one-line usage error for a `--torch_settings` name that does not exist."""
+  if args.reference != 'torch':
+    return
+  from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
+  unknown = [n for n in args.torch_settings.split(',') if n and n not in torch_reference.SETTINGS]
+  if unknown:
+    parser.exit(2, f'error: --torch_settings: unknown {", ".join(map(repr, unknown))}; choose '
+                   f'from {", ".join(torch_reference.SETTINGS)}.\n')
 
 
 def main(argv=None) -> dict:

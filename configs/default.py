@@ -83,4 +83,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --- CPU training speed ----------------------------------------------------------------
   config.cpu_conv_grad = 'xla'  # CPU conv weight grads: 'taps' (per-tap matmuls) or 'xla'.
+
+  # --- Scale: fast restarts and large batches -------------------------------------------------
+  config.compilation_cache = True  # Keep compiled steps on disk, so a restart skips compiling.
+  config.compilation_cache_dir = ''  # Its folder; '' = `.jax_cache` beside the workdir.
+  config.grad_accum_steps = 1  # Micro-batches per step (batch_size split; one optimizer step).
   return config

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -113,3 +114,148 @@ def test_bfloat16_training_converges_like_float32(dtype):
   assert np.mean(lowered[-5:]) < 0.4 * lowered[0], lowered
   # Not worse than float32 beyond noise (on this data bf16 often ends a little lower).
   assert np.mean(lowered[-5:]) < np.mean(reference[-5:]) + 0.1 * reference[0]
+
+
+# --- Issue 16: accelerator script, memory, checkpoint overlap, one-line errors -------------
+
+
+def test_unknown_torch_setting_is_a_one_line_error(capsys):
+  from benchmarks import throughput  # pylint: disable=g-import-not-at-top
+  with pytest.raises(SystemExit) as exit_info:
+    throughput.parse_args(['--reference=torch', '--torch_settings=torch_bf16,torch_amx'])
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  assert err.splitlines() == [
+      "error: --torch_settings: unknown 'torch_amx'; choose from torch_fp32, "
+      'torch_channels_last, torch_bf16.']
+
+
+def test_plain_config_holds_exactly_the_default_fields():
+  from benchmarks import bench_config  # pylint: disable=g-import-not-at-top
+  load = bench_config._load_default_with  # pylint: disable=protected-access
+  plain = load(bench_config.PlainConfig)
+  assert isinstance(plain.model, bench_config.PlainConfig)
+  assert json.loads(json.dumps(plain)) == json.loads(default.get_config().to_json())
+  assert plain.get('grad_accum_steps', 7) == 1 and plain.augment.flip is True
+
+
+def test_fallback_metrics_compute_what_clu_computes():
+  from clu import metrics as clu_metrics  # pylint: disable=g-import-not-at-top
+  from vgg_flax import metrics as vgg_metrics  # pylint: disable=g-import-not-at-top
+  from vgg_flax import metrics_fallback  # pylint: disable=g-import-not-at-top
+  import flax  # pylint: disable=g-import-not-at-top
+
+  def collection(module):
+    @flax.struct.dataclass
+    class Metrics(module.Collection):
+      loss: module.Average.from_output('loss')
+      accuracy: module.Average.from_fun(vgg_metrics._top1)  # pylint: disable=protected-access
+      learning_rate: module.LastValue.from_output('learning_rate')
+    return Metrics
+
+  rng = np.random.default_rng(0)
+  outputs = [dict(loss=rng.random(6).astype(np.float32), logits=rng.random((6, 5)),
+                  labels=rng.integers(0, 5, 6), mask=np.array([1, 1, 1, 1, 0, 0], bool),
+                  learning_rate=np.float32(lr)) for lr in (0.1, 0.2)]
+  computed = []
+  for module in (clu_metrics, metrics_fallback):
+    metrics_class = collection(module)
+    merged = None
+    for output in outputs:
+      step = jax.jit(lambda o, c=metrics_class: c.single_from_model_output(**o))(output)
+      merged = step if merged is None else merged.merge(step)
+    computed.append({k: float(v) for k, v in merged.compute().items()})
+  assert computed[1] == pytest.approx(computed[0], rel=1e-6)
+  assert computed[1]['learning_rate'] == pytest.approx(0.2)
+
+
+def test_peak_flops_by_device_kind():
+  from benchmarks import gpu  # pylint: disable=g-import-not-at-top
+  assert gpu.peak_flops('NVIDIA H100 PCIe')['bfloat16'] == 756e12
+  assert gpu.peak_flops('NVIDIA H100 80GB HBM3')['float32'] == pytest.approx(494.7e12)
+  assert gpu.peak_flops('NVIDIA A100-SXM4-80GB')['bfloat16'] == 312e12
+  assert gpu.peak_flops('TPU v5 lite')['float32'] == 197e12
+  assert gpu.peak_flops('cpu') is None
+  assert gpu.peak_flops('cpu', '100,50') == {'bfloat16': 100e12, 'float32': 50e12}
+  results = {'jax_bfloat16': {'train_img_s': 1000.0, 'eval_img_s': 4000.0},
+             'torch_channels_last': {'train_img_s': 500.0, 'eval_img_s': 2000.0}}
+  gpu.add_mfu(results, {'train': 3e9, 'eval': 1e9}, {'bfloat16': 10e12, 'float32': 5e12})
+  assert results['jax_bfloat16']['train_mfu'] == pytest.approx(0.3)
+  assert results['torch_channels_last']['eval_mfu'] == pytest.approx(0.4)
+
+
+def test_memory_analysis_counts_the_state_and_shrinks_with_micro_batches(capsys):
+  from benchmarks import memory  # pylint: disable=g-import-not-at-top
+  rows = memory.main(['--depths=11', '--image_sizes=32', '--batch_size=32', '--width=8',
+                      '--hidden_units=32', '--grad_accum_steps=1,4'])
+  assert [(r['depth'], r['image_size'], r['grad_accum_steps']) for r in rows] == [
+      (11, 32, 1), (11, 32, 4)]
+  for row in rows:
+    assert row['peak'] == row['arguments'] + row['outputs'] + row['temporaries']
+    # Params and Adam's two moments (float32), plus the uint8 batch.
+    assert row['arguments'] >= 3 * 4 * row['parameters'] + 32 * 32 * 32 * 3
+  assert rows[1]['temporaries'] < rows[0]['temporaries']
+  assert '| 11 | 32 | 4 |' in capsys.readouterr().out
+
+
+def test_checkpoint_overlap_reports_the_saves(tmp_path):
+  from benchmarks import checkpoint_overlap  # pylint: disable=g-import-not-at-top
+  report = checkpoint_overlap.main(['--depth=11', '--width=8', '--hidden_units=32',
+                                    '--image_size=32', '--batch_size=8', '--steps=1',
+                                    '--repeats=1', f'--workdir={tmp_path}'])
+  seconds = report['seconds']
+  assert set(seconds) == {'train', 'save_and_train', 'save_call', 'left_after_train',
+                          'blocking_save'}
+  assert all(value >= 0 for value in seconds.values())
+  assert report['hidden_fraction'] == pytest.approx(
+      1 - (seconds['save_and_train'] - seconds['train'] + seconds['left_after_train'])
+      / seconds['blocking_save'])
+  # checkpoints/ keeps the latest state (params + 2 Adam moments), best/ the params: four
+  # float32 copies, which orbax's storage compresses a little (zeros, small moments).
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['best', 'checkpoints']
+  assert 3 * 4 <= report['checkpoint_mib'] * 2**20 / report['parameters'] <= 6 * 4
+
+
+# What a fresh GPU host lacks (name prefixes in site-packages): the benchmark needs none of it.
+ABSENT_ON_GPU_HOSTS = ('tensorflow', 'tensorboard', 'tf_keras', 'keras', 'ml_collections')
+
+
+def absent_on_gpu_hosts(name: str) -> bool:
+  return name.startswith(ABSENT_ON_GPU_HOSTS) or name == 'clu' or name.startswith('clu-')
+
+
+def site_without_tensorflow(tmp_path):
+  """A Python launcher whose only packages are this venv's, less TF, TFDS, clu, ml_collections."""
+  site = tmp_path / 'site'
+  site.mkdir()
+  for entry in pathlib.Path(jax.__file__).resolve().parents[1].iterdir():
+    if not absent_on_gpu_hosts(entry.name):
+      (site / entry.name).symlink_to(entry)
+  python = tmp_path / 'python'
+  python.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')  # -S: no site-packages.
+  python.chmod(0o755)
+  return dict(CPU_ENV, PYTHONPATH=str(site), PYTHON=str(python)), python
+
+
+@pytest.mark.slow
+def test_gpu_script_runs_on_the_cpu_without_tensorflow_clu_or_ml_collections(tmp_path):
+  env, python = site_without_tensorflow(tmp_path)
+  probe = subprocess.run(
+      [str(python), '-c', 'import importlib.util as u; print([m for m in ("tensorflow", '
+       '"tensorflow_datasets", "clu", "ml_collections", "jax", "torch") if u.find_spec(m)])'],
+      env=env, capture_output=True, text=True, check=True)
+  assert probe.stdout.strip() == "['jax', 'torch']"
+  out = tmp_path / 'out'
+  result = subprocess.run(['bash', 'benchmarks/gpu.sh', str(out), '--depths=11',
+                           '--dtypes=float32'], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=900, check=False)
+  assert result.returncode == 0, result.stdout[-2000:]
+  assert 'NO GPU OR TPU FOUND' in result.stdout
+  rows = {line.split('|')[1].strip(): line for line in result.stdout.splitlines()
+          if line.startswith('| jax_') or line.startswith('| torch_')}
+  assert set(rows) == {'jax_float32', 'torch_channels_last', 'torch_bf16'}
+  assert rows['jax_float32'].rstrip().endswith('| 0 / 0 |')  # No recompiles.
+  report = json.loads((out / 'gpu_results.json').read_text())
+  assert report['platform'] == 'cpu' and list(report['depths']) == ['11']
+  assert report['depths']['11']['recompiles'] == {'jax_float32': {'train': 0, 'eval': 0}}
+  assert (out / 'gpu_results.txt').read_text() == result.stdout

@@ -69,6 +69,23 @@ def _check_batches(config) -> None:
              f'{name}={value} is not divisible by the {processes} processes.')
 
 
+def _check_scale(config) -> None:
+  """The compilation cache and gradient accumulation fields (issue 16).
+
+  Configs saved before these fields existed (old workdirs' config.json) get the defaults.
+  """
+  cache, folder = config.get('compilation_cache', True), config.get('compilation_cache_dir', '')
+  _require(isinstance(cache, bool), f'compilation_cache={cache!r} must be True or False.')
+  _require(isinstance(folder, str),
+           f"compilation_cache_dir={folder!r} must be a folder path or '' (beside the workdir).")
+  steps, batch, devices = config.get('grad_accum_steps', 1), config.batch_size, jax.device_count()
+  _require(isinstance(steps, int) and steps >= 1,
+           f'grad_accum_steps={steps!r} must be an int >= 1.')
+  _require(batch % (steps * devices) == 0,
+           f'batch_size={batch} must split into grad_accum_steps={steps} micro-batches of a '
+           f'multiple of the {devices} devices; use a multiple of {steps * devices}.')
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises `ConfigError` for the first field that cannot work.
 
@@ -102,6 +119,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            f'max_checkpoints={config.max_checkpoints!r} must be a positive int (2 by default).')
   _check_choice(config.get('cpu_conv_grad', 'xla'), 'cpu_conv_grad', conv.CONV_GRADS)
   _check_prediction(config)
+  _check_scale(config)
 
 
 def _check_prediction(config) -> None:

@@ -6,7 +6,11 @@ Per-example values are passed with a `mask`, so padded evaluation examples never
 import flax
 import jax
 import jax.numpy as jnp
-from clu import metrics
+
+try:
+  from clu import metrics
+except ImportError:  # A host with JAX alone (benchmarks/gpu.sh): clu's interface, minimal.
+  from vgg_flax import metrics_fallback as metrics
 
 
 def top_k_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:

@@ -1,21 +1,25 @@
 """The train state and the jitted steps: everything that runs on the accelerator.
 
-This module imports no TensorFlow, so benchmarks on GPU hosts that carry JAX alone can use
-the exact step that training uses.
+This module imports no TensorFlow (nor ml_collections, nor clu when it is absent), so
+benchmarks on GPU hosts that carry JAX alone can use the exact step that training uses.
 """
 
+from __future__ import annotations  # Config annotations need no ml_collections at run time.
+
 import functools
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 from flax.training import train_state
 
 from vgg_flax import metrics as vgg_metrics
 from vgg_flax import preprocess as vgg_preprocess
 from vgg_flax import sharding
+
+if TYPE_CHECKING:
+  import ml_collections
 
 
 class TrainState(train_state.TrainState):
@@ -138,28 +142,89 @@ def infer_log_probs(apply_fn: Callable, variables: dict, images: jax.Array, *, i
 
 def train_step(state: TrainState, batch: dict, *, config: ml_collections.ConfigDict,
                learning_rate_fn: optax.Schedule) -> tuple[TrainState, Any]:
-  """One optimizer step on a global batch of uint8 images, augmented on the device."""
+  """One optimizer step on a global batch of uint8 images, augmented on the device.
+
+  With `config.grad_accum_steps` k > 1 the batch is split into k micro-batches (micro-batch i
+  holds examples i, i+k, ...) whose gradients are summed in a `lax.scan`: the step's update is
+  that of the whole batch, with the activation memory of one micro-batch. BatchNorm
+  normalises each micro-batch with its own statistics (as any accumulation must), and its
+  running averages take the mean of the k micro-batches' updates: one update a step, as with
+  one big batch. Without BatchNorm the step equals the big batch's up to float rounding.
+  """
   step_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
   augment_rng, dropout_rng = jax.random.split(step_rng)
+  # The whole batch is augmented at once, so its random draws do not depend on k.
   images = vgg_preprocess.preprocess(
       batch['image'], image_size=config.image_size, rng=augment_rng,
       flip=config.augment.flip, crop_padding=config.augment.crop_padding,
       dtype=jnp.dtype(config.dtype))
 
-  def loss_fn(params):
+  def loss_fn(params, images, labels, rng, weight):
     variables = model_variables(state.replace(params=params))
     logits, updates = state.apply_fn(variables, images, train=True, mutable=['batch_stats'],
-                                     rngs={'dropout': dropout_rng})
-    losses = cross_entropy(logits, batch['label'], config.label_smoothing)
-    return losses.mean(), (losses, logits, updates)
+                                     rngs={'dropout': rng})
+    losses = cross_entropy(logits, labels, config.label_smoothing)
+    return losses.mean() * weight, (losses, logits, updates)
 
-  grads, (losses, logits, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
+  grad_fn = jax.grad(loss_fn, has_aux=True)
+  accum_steps = config.get('grad_accum_steps', 1)
+  if accum_steps == 1:
+    grads, (losses, logits, updates) = grad_fn(state.params, images, batch['label'],
+                                               dropout_rng, 1.0)
+  else:
+    grads, (losses, logits, updates) = accumulate_gradients(
+        grad_fn, state.params, images, batch['label'], dropout_rng, accum_steps)
   new_state = state.apply_gradients(grads=grads,
                                     batch_stats=updates.get('batch_stats', state.batch_stats))
   step_metrics = vgg_metrics.TrainMetrics.single_from_model_output(
       loss=losses, logits=logits, labels=batch['label'],
       learning_rate=learning_rate_fn(state.step))
   return new_state, step_metrics
+
+
+def split_micro_batches(x: jax.Array, num: int) -> jax.Array:
+  """(B, ...) -> (num, B/num, ...); micro-batch i holds examples i, i+num, ...
+
+  Strided rather than contiguous, so the B/num axis keeps the batch's sharding over devices.
+  """
+  return jnp.swapaxes(x.reshape((x.shape[0] // num, num) + x.shape[1:]), 0, 1)
+
+
+def join_micro_batches(x: jax.Array) -> jax.Array:
+  """The inverse of `split_micro_batches`: (num, B/num, ...) -> (B, ...) in batch order."""
+  return jnp.swapaxes(x, 0, 1).reshape((-1,) + x.shape[2:])
+
+
+def accumulate_gradients(grad_fn: Callable, params: Any, images: jax.Array,
+                         labels: jax.Array, rng: jax.Array, num: int) -> tuple[Any, tuple]:
+  """Sums `grad_fn`'s gradients over `num` micro-batches in a `lax.scan`.
+
+  Args:
+    grad_fn: `(params, images, labels, rng, weight) -> (grads, (losses, logits, updates))`,
+      the gradient of `weight` times the micro-batch's mean loss.
+    params: the parameters to differentiate.
+    images: the global batch, preprocessed.
+    labels: its labels.
+    rng: the step's dropout key (folded with the micro-batch index).
+    num: the number of micro-batches; divides the batch.
+
+  Returns:
+    The gradient of the whole batch's mean loss, and the per-example losses and logits in
+    batch order with the mean of the micro-batches' BatchNorm updates.
+  """
+
+  def micro_step(grad_sum, micro):
+    micro_images, micro_labels, index = micro
+    grads, aux = grad_fn(params, micro_images, micro_labels, jax.random.fold_in(rng, index),
+                         1.0 / num)
+    return jax.tree.map(jnp.add, grad_sum, grads), aux
+
+  micro_batches = (split_micro_batches(images, num), split_micro_batches(labels, num),
+                   jnp.arange(num))
+  grads, (losses, logits, updates) = jax.lax.scan(
+      micro_step, jax.tree.map(jnp.zeros_like, params), micro_batches)
+  updates = jax.tree.map(lambda update: update.mean(axis=0), updates)
+  return grads, (join_micro_batches(losses), join_micro_batches(logits), updates)
 
 
 def eval_step(state: TrainState, batch: dict, *, config: ml_collections.ConfigDict) -> Any:

@@ -22,6 +22,7 @@ from vgg_flax import checkpointing
 from vgg_flax import configuration
 from vgg_flax import interrupts
 from vgg_flax import models
+from vgg_flax import platform
 from vgg_flax import reporting
 from vgg_flax import sharding
 from vgg_flax import steps
@@ -246,7 +247,8 @@ def _train_in_locked_workdir(config: ml_collections.ConfigDict,
 
 def _create_hooks(config, trainer: Trainer, workdir: pathlib.Path, writer) -> list:
   total_steps = config.num_epochs * trainer.steps_per_epoch
-  hooks = [periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
+  hooks = [platform.LogTimeToFirstStep(),
+           periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
                                            every_secs=60.0),
            lambda step: interrupts.check()]
   if config.profile and jax.process_index() == 0:

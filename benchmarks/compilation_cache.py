@@ -1,0 +1,125 @@
+r"""Compile time of a first start against a restart with JAX's persistent compilation cache.
+
+Starts two fresh processes one after the other, sharing an empty cache folder. Each enables
+the cache as `main.py` does (`vgg_flax.platform.enable_compilation_cache`), then lowers
+(traces) and compiles the jitted init of the train state and the project's train and eval
+steps for a config; the first fills the cache, the second loads from it. Lowering is timed
+apart: it runs in both (the cache key is computed from its result).
+
+  python benchmarks/compilation_cache.py --depth=16 --batch_size=64 --image_size=64
+
+Needs only JAX, flax, optax and numpy (plus ml_collections where installed).
+"""
+
+import argparse
+import functools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from vgg_flax import platform  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--depth', type=int, default=16)
+  parser.add_argument('--width', type=int, default=64)
+  parser.add_argument('--hidden_units', type=int, default=4096)
+  parser.add_argument('--image_size', type=int, default=64)
+  parser.add_argument('--batch_size', type=int, default=64)
+  parser.add_argument('--eval_batch_size', type=int, default=256)
+  parser.add_argument('--json', default='', help='Write the results here.')
+  parser.add_argument('--child', default='', help=argparse.SUPPRESS)  # The cache folder.
+  return parser.parse_args(argv)
+
+
+def compile_once(args: argparse.Namespace) -> dict[str, float]:
+  """In a fresh process: seconds to lower and to compile the init, train and eval programs."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from benchmarks import bench_config  # pylint: disable=g-import-not-at-top
+  from vgg_flax import models, sharding, steps  # pylint: disable=g-import-not-at-top
+  config = bench_config.get_config(depth=args.depth, width=args.width,
+                                   hidden_units=args.hidden_units, image_size=args.image_size,
+                                   batch_size=args.batch_size,
+                                   eval_batch_size=args.eval_batch_size)
+  config.compilation_cache_dir = args.child
+  platform.enable_compilation_cache(config, args.child)
+  mesh = sharding.create_mesh()
+  model = models.create_model(config.model, num_classes=200, dtype=config.dtype)
+  schedule = steps.create_learning_rate_schedule(config, steps_per_epoch=100)
+  init = functools.partial(steps.create_train_state, model,
+                           steps.create_optimizer(config, schedule),
+                           image_size=config.image_size)
+  rng = jax.random.key(0)
+  state = jax.eval_shape(init, rng)
+  state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), state)
+  state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state,
+                       state_sharding)
+  size, data = config.image_size, sharding.data_sharding(mesh)
+
+  def batch(n, mask):
+    shapes = {'image': ((n, size, size, 3), 'uint8'), 'label': ((n,), 'int32')}
+    if mask:
+      shapes['mask'] = ((n,), 'bool')
+    return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=data)
+            for k, (shape, dtype) in shapes.items()}
+
+  programs = {
+      'init': (jax.jit(init, out_shardings=state_sharding), (rng,)),
+      'train': (steps.jit_train_step(config, schedule, state_sharding, mesh),
+                (state, batch(config.batch_size, False))),
+      'eval': (steps.jit_eval_step(config, state_sharding, mesh),
+               (state, batch(config.eval_batch_size, True)))}
+  times = {}
+  for name, (jitted, arguments) in programs.items():
+    start = time.perf_counter()
+    lowered = jitted.lower(*arguments)  # Tracing and lowering: the cache cannot skip it.
+    times[f'{name}_lower_s'] = time.perf_counter() - start
+    start = time.perf_counter()
+    lowered.compile()  # XLA's compilation, or a load from the cache.
+    times[f'{name}_compile_s'] = time.perf_counter() - start
+  times['compile_s'] = sum(v for k, v in times.items() if k.endswith('_compile_s'))
+  times['lower_s'] = sum(v for k, v in times.items() if k.endswith('_lower_s'))
+  times['process_s'] = platform.seconds_since_start()
+  return times
+
+
+def start_process(argv: list[str], cache: str) -> dict[str, float]:
+  """Runs `compile_once` in a new Python process; returns its times."""
+  result = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, f'--child={cache}'],
+                          capture_output=True, text=True, check=True)
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> dict:
+  argv = sys.argv[1:] if argv is None else argv
+  args = parse_args(argv)
+  if args.child:
+    print(json.dumps(compile_once(args)))
+    return {}
+  forwarded = [a for a in argv if not a.startswith('--json')]
+  with tempfile.TemporaryDirectory() as cache:
+    first = start_process(forwarded, cache)
+    second = start_process(forwarded, cache)
+    cache_mib = sum(os.path.getsize(os.path.join(cache, f)) for f in os.listdir(cache)) / 2**20
+  print(f'VGG-{args.depth} width {args.width}, {args.image_size} px, batch {args.batch_size} '
+        f'(eval {args.eval_batch_size}); cache {cache_mib:.0f} MiB')
+  print('| seconds | first start | restart (cache) | speed-up |')
+  print('| --- | --- | --- | --- |')
+  for key in first:
+    print(f'| {key[:-2]} | {first[key]:.2f} | {second[key]:.2f} | '
+          f'{first[key] / second[key]:.1f}x |')
+  report = {'args': vars(args), 'first': first, 'restart': second, 'cache_mib': cache_mib}
+  if args.json:
+    with open(args.json, 'w', encoding='utf-8') as f:
+      json.dump(report, f, indent=2)
+  return report
+
+
+if __name__ == '__main__':
+  main()

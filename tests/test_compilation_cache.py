@@ -1,0 +1,114 @@
+"""The persistent compilation cache: where it goes, off switch, a restart hits it; startup log."""
+
+import logging
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import ml_collections
+import pytest
+
+from configs import default
+from vgg_flax import configuration
+from vgg_flax import platform
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+# Compiles a narrow VGG's train step with the cache of `config` on; prints the cache events.
+COMPILE_SCRIPT = textwrap.dedent('''
+    import sys
+    import jax
+    from jax import monitoring
+    from configs import default
+    from vgg_flax import models, platform, sharding, steps
+    events = []
+    monitoring.register_event_listener(lambda name, **_: events.append(name))
+    config = default.get_config()
+    config.image_size, config.batch_size = 32, 8
+    config.model.update(depth=11, width=8, hidden_units=16)
+    config.compilation_cache_dir = sys.argv[2]
+    print('FOLDER', platform.enable_compilation_cache(config, sys.argv[1]))
+    mesh = sharding.create_mesh()
+    model = models.create_model(config.model, num_classes=10)
+    schedule = steps.create_learning_rate_schedule(config, 10)
+    state, state_sharding = steps.create_sharded_train_state(
+        model, steps.create_optimizer(config, schedule), jax.random.key(0), 32, mesh)
+    steps.jit_train_step(config, schedule, state_sharding, mesh).lower(
+        state, {'image': jax.ShapeDtypeStruct((8, 32, 32, 3), 'uint8'),
+                'label': jax.ShapeDtypeStruct((8,), 'int32')}).compile()
+    print('HITS', events.count('/jax/compilation_cache/cache_hits'))
+    print('MISSES', events.count('/jax/compilation_cache/cache_misses'))
+''')
+
+
+def test_default_folder_is_beside_the_workdir(tmp_path):
+  folder = platform.compilation_cache_dir(default.get_config(), tmp_path / 'runs' / 'vgg16')
+  assert folder == tmp_path / 'runs' / platform.CACHE_DIR_NAME
+
+
+def test_folder_is_configurable_and_expands_home(monkeypatch, tmp_path):
+  monkeypatch.setenv('HOME', str(tmp_path))
+  config = default.get_config()
+  config.compilation_cache_dir = '~/.cache/vgg_flax'
+  assert platform.compilation_cache_dir(config, 'runs/x') == tmp_path / '.cache' / 'vgg_flax'
+
+
+def test_cache_off_leaves_jax_alone(tmp_path):
+  import jax  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  config.compilation_cache = False
+  before = jax.config.jax_compilation_cache_dir
+  assert platform.enable_compilation_cache(config, tmp_path / 'w') is None
+  assert jax.config.jax_compilation_cache_dir == before
+
+
+def test_configs_saved_before_the_fields_existed_get_the_defaults(tmp_path):
+  old = ml_collections.ConfigDict({'batch_size': 8})
+  assert platform.compilation_cache_dir(old, tmp_path / 'w') == tmp_path / '.jax_cache'
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('compilation_cache', 'yes', "compilation_cache='yes' must be True or False"),
+    ('compilation_cache_dir', None, 'compilation_cache_dir=None must be a folder path'),
+])
+def test_bad_cache_fields_are_config_errors(field, value, message):
+  config = default.get_config()
+  with config.ignore_type():
+    config[field] = value
+  with pytest.raises(configuration.ConfigError, match=message):
+    configuration.validate_config(config)
+
+
+def test_a_restart_loads_the_compiled_step_from_the_cache(tmp_path):
+  """The first process compiles and writes the cache; the second finds its steps there."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  cache = tmp_path / 'cache'
+
+  def start():
+    result = subprocess.run([sys.executable, '-c', COMPILE_SCRIPT, str(tmp_path / 'w'),
+                             str(cache)], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=900, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return dict(line.split(' ', 1) for line in result.stdout.splitlines())
+
+  first = start()
+  assert first['FOLDER'] == str(cache)
+  assert int(first['HITS']) == 0 and int(first['MISSES']) >= 2  # Init and train step.
+  written = sorted(p.name for p in cache.iterdir())
+  assert len(written) >= 2
+  second = start()
+  assert int(second['HITS']) == int(first['MISSES']) and int(second['MISSES']) == 0
+  assert sorted(p.name for p in cache.iterdir()) == written
+
+
+def test_time_to_first_step_is_logged_once(caplog):
+  hook = platform.LogTimeToFirstStep()
+  with caplog.at_level(logging.INFO):
+    hook(1)
+    hook(2)
+  lines = [r.getMessage() for r in caplog.records if 'First train step' in r.getMessage()]
+  assert len(lines) == 1 and lines[0].startswith('First train step (step 1) ')
+  seconds = float(lines[0].split(') ')[1].split(' s after')[0])
+  assert 0 < seconds <= platform.seconds_since_start()
