@@ -113,12 +113,19 @@ def resolve_data_source(config: ml_collections.ConfigDict) -> str:
   return str(generate_sample(config))
 
 
-def generate_sample(config: ml_collections.ConfigDict) -> pathlib.Path:
-  """Writes the configured sample under the data dir once, and returns its folder."""
+def sample_folder(config: ml_collections.ConfigDict) -> pathlib.Path:
+  """The folder under the data dir that holds the configured sample (once written)."""
   s = config.sample
   name = (f'tiny_imagenet_sample_c{s.num_classes}_t{s.train_per_class}_'
           f'v{s.val_per_class}_x{s.test_images}_s{s.seed}')
-  folder = pathlib.Path(data_dir(config)) / 'samples' / name
+  return pathlib.Path(data_dir(config)) / 'samples' / name
+
+
+def generate_sample(config: ml_collections.ConfigDict) -> pathlib.Path:
+  """Writes the configured sample under the data dir once, and returns its folder."""
+  s = config.sample
+  folder = sample_folder(config)
+  name = folder.name
   if not folder.exists():
     folder.parent.mkdir(parents=True, exist_ok=True)
     # Written aside and renamed, so another process never sees a half-written sample.
