@@ -21,6 +21,9 @@ peak RSS <= 3 GiB with cache=True; loop overhead <= 10% of the step time.
 
   python benchmarks/full_size.py --data_dir /tmp/vgg_flax_full --reuse_data \
       --json benchmarks/results/full_size.json
+
+`--reuse_prepared` keeps the prepared TFRecords (and the preparation figures of the
+earlier --json); `--jobs streaming` reruns one measurement and keeps the others.
 """
 
 import argparse
@@ -44,11 +47,10 @@ platform.configure_cpu_flags()
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-position
 from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax.preprocess import preprocess  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vgg_flax.preprocess import preprocess  # pylint: disable=wrong-import-position
 
 # Tiny ImageNet's counts, and a fifth of its train split for the streaming memory check.
 FULL = dict(num_classes=200, train_per_class=500, val_per_class=50, test_images=10_000)
@@ -69,6 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--cached_epochs', type=int, default=2)
   parser.add_argument('--width', type=int, default=16, help='Narrow VGG-11 for the epoch.')
   parser.add_argument('--hidden_units', type=int, default=256)
+  parser.add_argument('--jobs', default='cached,streaming,train',
+                      help='Measurements to run; the others are kept from an existing --json.')
   parser.add_argument('--json', default=os.path.join(REPO, 'benchmarks/results/full_size.json'))
   parser.add_argument('--job', default='', help=argparse.SUPPRESS)  # A child's measurement.
   parser.add_argument('--sample', default='full', help=argparse.SUPPRESS)
@@ -97,7 +101,14 @@ def tfds_dir(args, sample_name: str) -> str:
 
 
 def peak_rss_mib() -> float:
+  """This process's peak resident memory so far."""
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB.
+
+
+def rss_mib() -> float:
+  """This process's resident memory now."""
+  with open('/proc/self/statm', encoding='utf-8') as f:
+    return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
 
 
 # --- Jobs, each in its own process ---------------------------------------------------------
@@ -111,14 +122,17 @@ def child_config(args):
   return config
 
 
-def timed_input_epoch(config, info, epoch: int, augment) -> float:
-  """Images a second of one train epoch, host pipeline plus on-device augmentation."""
+def timed_input_epoch(config, info, epoch: int, augment) -> tuple[float, float]:
+  """Images a second of one train epoch (host pipeline plus on-device augmentation), and
+  the largest resident memory seen every 100 batches."""
   rng = jax.random.key(epoch)
-  start, count = time.perf_counter(), 0
+  start, count, largest_rss = time.perf_counter(), 0, 0.0
   for step, batch in enumerate(pipeline.train_batches(config, info, epoch=epoch)):
     augment(jnp.asarray(batch['image']), rng=jax.random.fold_in(rng, step)).block_until_ready()
     count += len(batch['image'])
-  return count / (time.perf_counter() - start)
+    if step % 100 == 0:
+      largest_rss = max(largest_rss, rss_mib())
+  return count / (time.perf_counter() - start), largest_rss
 
 
 def input_job(args, cache: bool, epochs: int) -> dict:
@@ -131,10 +145,11 @@ def input_job(args, cache: bool, epochs: int) -> dict:
       crop_padding=config.augment.crop_padding))
   augment(jnp.zeros((args.batch_size,) + info.image_shape, jnp.uint8),
           rng=jax.random.key(0)).block_until_ready()  # Compiled before timing.
-  rss_before = peak_rss_mib()
-  rates = [timed_input_epoch(config, info, epoch, augment) for epoch in range(epochs)]
+  rss_before = rss_mib()
+  rates, rss = zip(*[timed_input_epoch(config, info, epoch, augment) for epoch in range(epochs)])
   return {'train_images': info.split_sizes['train'], 'epoch_img_s': rates,
-          'rss_before_input_mib': rss_before, 'peak_rss_mib': peak_rss_mib()}
+          'rss_before_input_mib': rss_before, 'epoch_rss_mib': rss,
+          'peak_rss_mib': peak_rss_mib()}
 
 
 def train_job(args) -> dict:
@@ -226,8 +241,8 @@ def summary(report: dict) -> dict:
       'prepare_img_s': report['prepare']['full'].get('img_s'),
       'cached_img_s': min(report['cached']['epoch_img_s'][1:]),
       'streaming_img_s': min(streaming['full']['epoch_img_s']),
-      'streaming_rss_growth_mib': (streaming['full']['peak_rss_mib']
-                                   - streaming['fifth']['peak_rss_mib']),
+      'streaming_rss_growth_mib': (max(streaming['full']['epoch_rss_mib'])
+                                   - max(streaming['fifth']['epoch_rss_mib'])),
       'cached_train_rss_gib': report['train']['peak_rss_mib'] / 1024,
       'loop_overhead': report['train']['loop_overhead'],
   }
@@ -248,15 +263,24 @@ def main(argv=None) -> dict:
               if l.startswith('model name')), 'unknown')
   report = {'cpu': cpu, 'cores': os.cpu_count(), 'args': vars(args), 'generation': {},
             'prepare': {}, 'streaming': {}}
+  earlier = {}
+  if args.json and os.path.exists(args.json):
+    with open(args.json, encoding='utf-8') as f:
+      earlier = json.load(f)
+  previous = earlier.get('prepare', {}) if args.reuse_prepared else {}
   for name, sample in (('full', FULL), ('fifth', FIFTH)):
     report['generation'][name] = generate(args, sample)
     print(f'generation ({name}): {report["generation"][name]}', flush=True)
     report['prepare'][name] = prepare(args, sample, name)
+    if report['prepare'][name].get('reused') and 'img_s' in previous.get(name, {}):
+      report['prepare'][name] = {**previous[name], 'reused': True}
     print(f'prepare ({name}): {report["prepare"][name]}', flush=True)
-  report['cached'] = run_job(args, 'cached', 'full')
+  jobs = args.jobs.split(',')
+  report['cached'] = run_job(args, 'cached', 'full') if 'cached' in jobs else earlier['cached']
   for name in ('full', 'fifth'):
-    report['streaming'][name] = run_job(args, 'streaming', name)
-  report['train'] = run_job(args, 'train', 'full')
+    report['streaming'][name] = (run_job(args, 'streaming', name) if 'streaming' in jobs
+                                 else earlier['streaming'][name])
+  report['train'] = run_job(args, 'train', 'full') if 'train' in jobs else earlier['train']
   report['summary'] = summary(report)
   print(json.dumps(report['summary'], indent=2))
   if args.json:
