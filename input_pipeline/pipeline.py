@@ -335,6 +335,13 @@ def cached_arrays(builder: tfds.core.DatasetBuilder, split: str) -> dict[str, np
   return _ARRAYS[key]
 
 
+class _DropOrderingWarning:  # pylint: disable=too-few-public-methods
+  """Drops TFDS's warning that an ordered dataset is read out of order: here it is meant."""
+
+  def filter(self, record) -> bool:
+    return not record.getMessage().startswith('Dataset is an ordered dataset')
+
+
 def streamed_split(builder: tfds.core.DatasetBuilder, split: str, seed: int) -> tf.data.Dataset:
   """This process's share of a split, encoded, in an order fixed by `seed`.
 
@@ -348,9 +355,14 @@ def streamed_split(builder: tfds.core.DatasetBuilder, split: str, seed: int) -> 
       try_autocache=False, shuffle_seed=seed, interleave_cycle_length=INTERLEAVE_CYCLE,
       interleave_block_length=1, options=options,
       enable_ordering_guard=False)  # Training needs no stored order, only a seeded one.
-  ds = builder.as_dataset(
-      split=tfds.split_for_jax_process(split), shuffle_files=True,
-      decoders={'image': tfds.decode.SkipDecoding()}, read_config=read_config)
+  quiet = _DropOrderingWarning()
+  logging.get_absl_logger().addFilter(quiet)
+  try:
+    ds = builder.as_dataset(
+        split=tfds.split_for_jax_process(split), shuffle_files=True,
+        decoders={'image': tfds.decode.SkipDecoding()}, read_config=read_config)
+  finally:
+    logging.get_absl_logger().removeFilter(quiet)
   return ds.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=False)
 
 
