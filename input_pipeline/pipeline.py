@@ -391,9 +391,14 @@ def train_batches(config: ml_collections.ConfigDict, info: DatasetInfo, *,
       yield {'image': arrays['image'][indices], 'label': arrays['label'][indices]}
     return
   # Shuffle the small encoded records, then decode.
+  decode = decode_fn(builder)
+
+  def decode_for_training(example):
+    decoded = decode(example)
+    return {'image': decoded['image'], 'label': decoded['label']}
+
   ds = streamed_split(builder, config.train_split, epoch_seed(config.seed, epoch))
-  ds = ds.map(decode_fn(builder), num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.map(lambda example: {'image': example['image'], 'label': example['label']})
+  ds = ds.map(decode_for_training, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch_size, drop_remainder=True).take(steps).prefetch(tf.data.AUTOTUNE)
   yield from ds.as_numpy_iterator()
 
