@@ -2,11 +2,14 @@
 
 Generates (or reuses) a sample of 100 classes x 200 train images (20,000 JPEGs) under
 `--data_dir`, prepares it with the TFDS builder, then times whole train epochs: the first
-decodes the JPEGs (and fills the cache), the later ones read the cache. Each batch goes
+decodes the JPEGs (and fills the cache), the later ones read the cache; with
+`--cache=false` every epoch streams from the TFRecords and decodes again. Each batch goes
 through the jitted `preprocess` (a different random flip and crop for each image) and is
 blocked on, so the figures are images a second that reach the model.
 
-  python benchmarks/input_pipeline.py --data_dir /tmp/vgg_flax_bench
+  python benchmarks/input_pipeline.py --data_dir /tmp/vgg_flax_bench [--cache=false]
+
+`benchmarks/full_size.py` measures the same at Tiny ImageNet's full size, with memory.
 """
 
 import argparse
@@ -34,6 +37,8 @@ def parse_args():
   parser.add_argument('--batch_size', type=int, default=64)
   parser.add_argument('--crop_padding', type=int, default=4)
   parser.add_argument('--epochs', type=int, default=3)
+  parser.add_argument('--cache', default='true', choices=('true', 'false', 'auto'),
+                      help='config.cache: keep decoded images in memory, stream, or decide.')
   return parser.parse_args()
 
 
@@ -46,6 +51,7 @@ def bench_config(args):
   config.batch_size = args.batch_size
   config.progress_bar = False
   config.augment.crop_padding = args.crop_padding
+  config.cache = {'true': True, 'false': False, 'auto': 'auto'}[args.cache]
   return config
 
 
@@ -73,7 +79,8 @@ def main():
   augment(jnp.zeros((args.batch_size,) + info.image_shape, jnp.uint8),
           rng=jax.random.key(0)).block_until_ready()
   for epoch in range(args.epochs):
-    kind = 'first (decoding)' if epoch == 0 else 'cached'
+    cached = pipeline.use_cache(config, info, config.train_split)
+    kind = 'streamed' if not cached else 'first (decoding)' if epoch == 0 else 'cached'
     rate = timed_epoch(config, info, epoch, augment)
     print(f'epoch {epoch} {kind}: {rate:,.0f} img/s (batch {args.batch_size}, flip + crop '
           f'{config.augment.crop_padding} on {jax.devices()[0].platform})')

@@ -22,7 +22,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.train_split = 'train'  # Split to train on.
   config.eval_split = 'validation'  # Split evaluated each epoch (early stopping watches it).
   config.predict_split = 'test'  # Split that --mode=predict writes predictions for.
-  config.cache = True  # Keep decoded uint8 images in memory after the first epoch.
+  # Decoded images in memory after the first epoch: True, False (stream the TFRecords every
+  # epoch) or 'auto' (each split that fits `cache_max_gib`); any type, so True parses too.
+  config.cache = ml_collections.FieldReference('auto', field_type=object)
   config.skip_corrupt = False  # Skip unreadable images while preparing (and report them).
   config.image_size = 64  # Side the model sees; images are resized when it differs.
   # Generated sample (Tiny ImageNet layout) used when `data_source` is '' and enabled.
@@ -33,6 +35,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.sample.val_per_class = 20  # Validation images per class.
   config.sample.test_images = 100  # Unlabelled test images.
   config.sample.seed = 0  # Seed of the drawing; same seed, same files.
+
+  # --- Datasets larger than memory (cache='auto' streams what does not fit) -----------------
+  config.cache_max_gib = 4.0  # 'auto' caches a split when its decoded images fit this (GiB).
 
   # --- Augmentation (train only; evaluation is deterministic) ------------------------------
   config.augment = ml_collections.ConfigDict()

@@ -1,17 +1,24 @@
 """tf.data input pipeline: this process's share of a split, decoded, cached, batched.
 
-tf.data does only what needs the host: reading, JPEG decoding and batching. With
-`config.cache`, the decoded uint8 images stay in memory after the first epoch; cached train
-epochs then gather each batch from a seeded permutation (numpy), which is several times
-faster than shuffling tf.data elements one by one. Flip, crop, resize and normalisation run on
-the device inside the jitted step (`vgg_flax.preprocess`), which is both faster and gives
-every image its own random crop and flip.
+tf.data does only what needs the host: reading, JPEG decoding and batching. When a split is
+cached (`config.cache`), its decoded uint8 images stay in memory after the first epoch;
+cached train epochs then gather each batch from a seeded permutation (numpy), which is
+several times faster than shuffling tf.data elements one by one. Uncached splits stream from
+the TFRecords every epoch (shards in a seeded order, read in parallel, a bounded shuffle
+buffer, prefetch), so memory does not grow with the dataset. `cache='auto'` (the default)
+caches a split only when its decoded images fit `config.cache_max_gib`. Flip, crop, resize
+and normalisation run on the device inside the jitted step (`vgg_flax.preprocess`), which
+is both faster and gives every image its own random crop and flip.
 
 Train batches are shuffled by (seed, epoch), so a resumed run reproduces the order of any
 epoch, and drop the remainder. Eval batches keep the stored order (file-name order for
 Tiny ImageNet), are padded to full batches and carry a mask, so each example counts once.
-With cache on, the order is a numpy permutation; with it off, a tf.data shuffle of the
-encoded records: the two orders differ, each is deterministic.
+With cache on, the order is a numpy permutation; with it off, a seeded shuffle of the shard
+order and a seeded shuffle buffer over the encoded records, with deterministic tf.data ops:
+the two orders differ, each is a function of (seed, epoch), so resuming is exact either way.
+Streaming mixes examples within the buffer only: a dataset stored in class order (as the
+`tiny_imagenet` builder stores train, to keep file-name order for evaluation) is mixed less
+than by the cache's full permutation.
 """
 
 import dataclasses
@@ -52,6 +59,18 @@ hide_gpus_from_tf()
 # with an in-memory cache for evaluation, numpy arrays for training.
 _DECODED: dict[tuple, tf.data.Dataset] = {}
 _ARRAYS: dict[tuple, dict[str, np.ndarray]] = {}
+# Cache choices already logged, by (split, decoded bytes, budget), so each is logged once.
+_LOGGED_CHOICES: set[tuple] = set()
+
+# `config.cache` values: keep decoded splits in memory, stream them, or decide by size.
+CACHE_CHOICES = (True, False, 'auto')
+# `config.cache_max_gib` of workdirs saved before the field existed.
+DEFAULT_CACHE_MAX_GIB = 4.0
+# Encoded examples in the streaming shuffle buffer: bounded, so memory does not grow with the
+# dataset (about 50 MB of Tiny ImageNet's JPEGs).
+SHUFFLE_BUFFER = 20_000
+# Shards read at once while streaming, one example from each in turn.
+INTERLEAVE_CYCLE = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,12 +114,19 @@ def resolve_data_source(config: ml_collections.ConfigDict) -> str:
   return str(generate_sample(config))
 
 
-def generate_sample(config: ml_collections.ConfigDict) -> pathlib.Path:
-  """Writes the configured sample under the data dir once, and returns its folder."""
+def sample_folder(config: ml_collections.ConfigDict) -> pathlib.Path:
+  """The folder under the data dir that holds the configured sample (once written)."""
   s = config.sample
   name = (f'tiny_imagenet_sample_c{s.num_classes}_t{s.train_per_class}_'
           f'v{s.val_per_class}_x{s.test_images}_s{s.seed}')
-  folder = pathlib.Path(data_dir(config)) / 'samples' / name
+  return pathlib.Path(data_dir(config)) / 'samples' / name
+
+
+def generate_sample(config: ml_collections.ConfigDict) -> pathlib.Path:
+  """Writes the configured sample under the data dir once, and returns its folder."""
+  s = config.sample
+  folder = sample_folder(config)
+  name = folder.name
   if not folder.exists():
     folder.parent.mkdir(parents=True, exist_ok=True)
     # Written aside and renamed, so another process never sees a half-written sample.
@@ -278,6 +304,36 @@ def decode_fn(builder: tfds.core.DatasetBuilder):
   return decode
 
 
+def decoded_bytes(info: DatasetInfo, split: str) -> int:
+  """Bytes of this process's share of a split, decoded to uint8 at stored size."""
+  return process_share(split_size(info, split)) * math.prod(info.image_shape)
+
+
+def use_cache(config: ml_collections.ConfigDict, info: DatasetInfo, split: str) -> bool:
+  """Whether to keep a split's decoded images in memory (`config.cache`).
+
+  Args:
+    config: uses `cache` (True, False or 'auto') and `cache_max_gib`.
+    info: from `get_dataset_info`.
+    split: the split to read.
+
+  Returns:
+    `config.cache` when it is True or False; with 'auto', whether this process's decoded
+    share of the split fits `config.cache_max_gib` (the choice is logged once).
+  """
+  if config.cache is True or config.cache is False:
+    return config.cache
+  budget = config.get('cache_max_gib', DEFAULT_CACHE_MAX_GIB)
+  size = decoded_bytes(info, split)
+  fits = size <= budget * 2**30
+  if (split, size, budget) not in _LOGGED_CHOICES:
+    _LOGGED_CHOICES.add((split, size, budget))
+    logging.info("cache='auto': split %r decodes to %.2f GiB, %s cache_max_gib=%g: %s.",
+                 split, size / 2**30, 'within' if fits else 'over', budget,
+                 'caching it in memory' if fits else 'streaming it from the TFRecords')
+  return fits
+
+
 def decoded_split(builder: tfds.core.DatasetBuilder, split: str,
                   cache: bool) -> tf.data.Dataset:
   """This process's share of a split, decoded; with `cache`, decoded once per process."""
@@ -311,12 +367,44 @@ def cached_arrays(builder: tfds.core.DatasetBuilder, split: str) -> dict[str, np
   return _ARRAYS[key]
 
 
+class _DropOrderingWarning:  # pylint: disable=too-few-public-methods
+  """Drops TFDS's warning that an ordered dataset is read out of order: here it is meant."""
+
+  def filter(self, record) -> bool:
+    return not record.getMessage().startswith('Dataset is an ordered dataset')
+
+
+def streamed_split(builder: tfds.core.DatasetBuilder, split: str, seed: int) -> tf.data.Dataset:
+  """This process's share of a split, encoded, in an order fixed by `seed`.
+
+  The shards are shuffled with `seed` and read `INTERLEAVE_CYCLE` at a time, in parallel,
+  one example from each in turn; a buffer of `SHUFFLE_BUFFER` examples, seeded too, mixes
+  them further. Every op is deterministic, so the same seed gives the same order.
+  """
+  options = tf.data.Options()
+  options.deterministic = True
+  read_config = tfds.ReadConfig(
+      try_autocache=False, shuffle_seed=seed, interleave_cycle_length=INTERLEAVE_CYCLE,
+      interleave_block_length=1, options=options,
+      enable_ordering_guard=False)  # Training needs no stored order, only a seeded one.
+  quiet = _DropOrderingWarning()
+  logging.get_absl_logger().addFilter(quiet)
+  try:
+    ds = builder.as_dataset(
+        split=tfds.split_for_jax_process(split), shuffle_files=True,
+        decoders={'image': tfds.decode.SkipDecoding()}, read_config=read_config)
+  finally:
+    logging.get_absl_logger().removeFilter(quiet)
+  return ds.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=False)
+
+
 def train_batches(config: ml_collections.ConfigDict, info: DatasetInfo, *,
                   epoch: int) -> Iterator[dict[str, np.ndarray]]:
   """This process's train batches of one epoch.
 
   Args:
-    config: uses `train_split`, `batch_size`, `seed`, `cache`, `steps_per_epoch`.
+    config: uses `train_split`, `batch_size`, `seed`, `cache`, `cache_max_gib`,
+      `steps_per_epoch`.
     info: from `get_dataset_info`.
     epoch: the epoch; with `config.seed` it fixes the order.
 
@@ -327,19 +415,22 @@ def train_batches(config: ml_collections.ConfigDict, info: DatasetInfo, *,
   steps = train_steps_per_epoch(config, info)
   batch_size = local_batch_size(config.batch_size, 'batch_size')
   builder = load_builder(config)
-  if config.cache:
+  if use_cache(config, info, config.train_split):
     arrays = cached_arrays(builder, config.train_split)
     order = np.random.default_rng([config.seed, epoch]).permutation(len(arrays['label']))
     for step in range(steps):
       indices = order[step * batch_size:(step + 1) * batch_size]
       yield {'image': arrays['image'][indices], 'label': arrays['label'][indices]}
     return
-  # Shuffle the small encoded records of the whole share, then decode.
-  ds = read_split(builder, config.train_split)
-  ds = ds.shuffle(process_share(info.split_sizes[config.train_split]),
-                  seed=epoch_seed(config.seed, epoch))
-  ds = ds.map(decode_fn(builder), num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.map(lambda example: {'image': example['image'], 'label': example['label']})
+  # Shuffle the small encoded records, then decode.
+  decode = decode_fn(builder)
+
+  def decode_for_training(example):
+    decoded = decode(example)
+    return {'image': decoded['image'], 'label': decoded['label']}
+
+  ds = streamed_split(builder, config.train_split, epoch_seed(config.seed, epoch))
+  ds = ds.map(decode_for_training, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch_size, drop_remainder=True).take(steps).prefetch(tf.data.AUTOTUNE)
   yield from ds.as_numpy_iterator()
 
@@ -349,7 +440,7 @@ def eval_batches(config: ml_collections.ConfigDict, info: DatasetInfo,
   """This process's eval batches of a split, in stored order, padded to full batches.
 
   Args:
-    config: uses `eval_batch_size` and `cache`.
+    config: uses `eval_batch_size`, `cache` and `cache_max_gib`.
     info: from `get_dataset_info`.
     split: the split to read, e.g. `config.eval_split`.
 
@@ -361,7 +452,8 @@ def eval_batches(config: ml_collections.ConfigDict, info: DatasetInfo,
   num_batches = num_eval_batches(config, info, split)
   builder = load_builder(config)
   batch_size = local_batch_size(config.eval_batch_size, 'eval_batch_size')
-  ds = decoded_split(builder, split, cache=config.cache).map(lambda ex: {**ex, 'mask': True})
+  ds = decoded_split(builder, split, cache=use_cache(config, info, split))
+  ds = ds.map(lambda ex: {**ex, 'mask': True})
   padding = tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype), ds.element_spec)
   padding['label'] = tf.constant(-1)
   share = process_share(info.split_sizes[split])

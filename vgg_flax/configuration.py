@@ -86,6 +86,16 @@ def _check_scale(config) -> None:
            f'multiple of the {devices} devices; use a multiple of {steps * devices}.')
 
 
+def _check_cache(config) -> None:
+  cache = config.cache
+  _require(cache is True or cache is False or cache == 'auto',
+           f"cache={cache!r} is not one of True, False, 'auto'.")
+  # Workdirs saved before the field existed lack it; the pipeline's default applies.
+  budget = config.get('cache_max_gib', 4.0)
+  _require(isinstance(budget, (int, float)) and not isinstance(budget, bool) and budget > 0,
+           f'cache_max_gib={budget!r} must be a positive number of GiB.')
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises `ConfigError` for the first field that cannot work.
 
@@ -94,6 +104,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   """
   _check_model(config.model)
   _check_batches(config)
+  _check_cache(config)
   _check_positive(config, 'learning_rate', 'num_epochs', 'log_every_steps')
   _require(isinstance(config.num_epochs, int), f'num_epochs={config.num_epochs!r} must be an int.')
   _require(config.image_size >= models.MIN_IMAGE_SIZE,

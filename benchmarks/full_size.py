@@ -1,0 +1,294 @@
+r"""Tiny ImageNet's full size on the CPU: generation, preparation, input, memory, one epoch.
+
+Generates a sample with Tiny ImageNet's exact counts (200 classes x 500 train, 10,000
+validation, 10,000 test, 64 px JPEGs) with the project's generator, then measures:
+
+  generation   seconds to write the 120,000 JPEGs (recorded next to the sample; with
+               --reuse_data an existing sample and its recorded time are reused)
+  prepare      TFDS preparation into TFRecords, img/s (always into a fresh data dir)
+  cached       train input img/s with cache=True: the first (decoding) epoch and cached ones
+  streaming    train input img/s with cache=False at 100,000 and at 20,000 train images,
+               with the peak RSS of each (memory must not grow with the dataset)
+  train        one epoch of a narrow VGG-11 end to end with cache=True: the loop's wall
+               time against the sum of its blocked steps (the loop's own overhead), the
+               evaluation, and the training process's peak RSS
+
+Input epochs put each batch through the jitted augmentation (a random flip and 4-px-pad
+crop per image) and block on it. Each measurement runs in a process of its own, so each
+peak RSS (`ru_maxrss`) is that of one job. Targets: prepare >= 5,000 img/s; cached input
+>= 20,000 img/s; streamed input >= 5,000 img/s with RSS at 20k and 100k within 200 MiB;
+peak RSS <= 3 GiB with cache=True; loop overhead <= 10% of the step time.
+
+  python benchmarks/full_size.py --data_dir /tmp/vgg_flax_full --reuse_data \
+      --json benchmarks/results/full_size.json
+
+`--reuse_prepared` keeps the prepared TFRecords (and the preparation figures of the
+earlier --json); `--jobs streaming` reruns one measurement and keeps the others.
+"""
+
+import argparse
+import functools
+import json
+import os
+import pathlib
+import resource
+import shutil
+import subprocess
+import sys
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from vgg_flax import platform  # pylint: disable=g-import-not-at-top
+
+platform.configure_cpu_flags()
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-position
+from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vgg_flax.preprocess import preprocess  # pylint: disable=wrong-import-position
+
+# Tiny ImageNet's counts, and a fifth of its train split for the streaming memory check.
+FULL = dict(num_classes=200, train_per_class=500, val_per_class=50, test_images=10_000)
+FIFTH = dict(num_classes=40, train_per_class=500, val_per_class=5, test_images=10)
+TARGETS = {'prepare_img_s': 5_000, 'cached_img_s': 20_000, 'streaming_img_s': 5_000,
+           'streaming_rss_growth_mib': 200, 'cached_train_rss_gib': 3.0,
+           'loop_overhead': 0.10}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--data_dir', default='/tmp/vgg_flax_full')
+  parser.add_argument('--reuse_data', action='store_true',
+                      help='Reuse generated samples (and their recorded generation time).')
+  parser.add_argument('--reuse_prepared', action='store_true',
+                      help='Skip the preparation measurement when the TFRecords exist.')
+  parser.add_argument('--batch_size', type=int, default=64)
+  parser.add_argument('--cached_epochs', type=int, default=2)
+  parser.add_argument('--width', type=int, default=16, help='Narrow VGG-11 for the epoch.')
+  parser.add_argument('--hidden_units', type=int, default=256)
+  parser.add_argument('--jobs', default='cached,streaming,train',
+                      help='Measurements to run; the others are kept from an existing --json.')
+  parser.add_argument('--json', default=os.path.join(REPO, 'benchmarks/results/full_size.json'))
+  parser.add_argument('--job', default='', help=argparse.SUPPRESS)  # A child's measurement.
+  parser.add_argument('--sample', default='full', help=argparse.SUPPRESS)
+  return parser.parse_args(argv)
+
+
+def make_config(args: argparse.Namespace, sample: dict, tfds_dir: str):
+  config = default.get_config()
+  config.data_dir = tfds_dir
+  config.sample.enabled = True
+  config.sample.update(seed=0, **sample)
+  config.batch_size = args.batch_size
+  config.progress_bar = False
+  config.augment.crop_padding = 4
+  config.model.update(depth=11, width=args.width, hidden_units=args.hidden_units)
+  return config
+
+
+def sample_config(args, sample: dict):
+  """The config whose sample lives under `--data_dir` (generated there once)."""
+  return make_config(args, sample, args.data_dir)
+
+
+def tfds_dir(args, sample_name: str) -> str:
+  return os.path.join(args.data_dir, f'tfds_{sample_name}')
+
+
+def peak_rss_mib() -> float:
+  """This process's peak resident memory so far."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB.
+
+
+def rss_mib() -> float:
+  """This process's resident memory now."""
+  with open('/proc/self/statm', encoding='utf-8') as f:
+    return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+
+
+# --- Jobs, each in its own process ---------------------------------------------------------
+
+
+def child_config(args):
+  """The config of a child job: the sample's files, prepared in the sample's TFDS dir."""
+  sample = FULL if args.sample == 'full' else FIFTH
+  config = make_config(args, sample, tfds_dir(args, args.sample))
+  config.data_source = str(pipeline.generate_sample(sample_config(args, sample)))
+  return config
+
+
+def timed_input_epoch(config, info, epoch: int, augment) -> tuple[float, float]:
+  """Images a second of one train epoch (host pipeline plus on-device augmentation), and
+  the largest resident memory seen every 100 batches."""
+  rng = jax.random.key(epoch)
+  start, count, largest_rss = time.perf_counter(), 0, 0.0
+  for step, batch in enumerate(pipeline.train_batches(config, info, epoch=epoch)):
+    augment(jnp.asarray(batch['image']), rng=jax.random.fold_in(rng, step)).block_until_ready()
+    count += len(batch['image'])
+    if step % 100 == 0:
+      largest_rss = max(largest_rss, rss_mib())
+  return count / (time.perf_counter() - start), largest_rss
+
+
+def input_job(args, cache: bool, epochs: int) -> dict:
+  """Train input img/s per epoch (epoch 0 decodes) and this process's peak RSS."""
+  config = child_config(args)
+  config.cache = cache
+  info = pipeline.get_dataset_info(config)
+  augment = jax.jit(functools.partial(
+      preprocess, image_size=config.image_size, flip=True,
+      crop_padding=config.augment.crop_padding))
+  augment(jnp.zeros((args.batch_size,) + info.image_shape, jnp.uint8),
+          rng=jax.random.key(0)).block_until_ready()  # Compiled before timing.
+  rss_before = rss_mib()
+  rates, rss = zip(*[timed_input_epoch(config, info, epoch, augment) for epoch in range(epochs)])
+  return {'train_images': info.split_sizes['train'], 'epoch_img_s': rates,
+          'rss_before_input_mib': rss_before, 'epoch_rss_mib': rss,
+          'peak_rss_mib': peak_rss_mib()}
+
+
+def train_job(args) -> dict:
+  """One epoch of a narrow VGG-11 end to end (cache=True), and the loop's own overhead."""
+  from benchmarks import epoch_overhead  # pylint: disable=g-import-not-at-top
+  from vgg_flax import train  # pylint: disable=g-import-not-at-top
+  config = child_config(args)
+  config.cache = True
+  trainer = train.create_trainer(config)
+  state, first_epoch_s = epoch_overhead.time_epoch(trainer, trainer.state, 1)
+  start = time.perf_counter()
+  val = train.evaluate_split(trainer, state, config.eval_split)
+  eval_s = time.perf_counter() - start
+  state, epoch_s = epoch_overhead.time_epoch(trainer, state, 2)
+  # Before `time_steps`, which holds the whole epoch's batches on the device at once.
+  training_rss = peak_rss_mib()
+  state, step_sum_s, steps = epoch_overhead.time_steps(trainer, state, 2)
+  return {'model': f'VGG-11 width {args.width}, hidden {args.hidden_units}, batch '
+                   f'{args.batch_size}, 64 px', 'steps': steps,
+          'first_epoch_s': first_epoch_s, 'epoch_s': epoch_s, 'step_sum_s': step_sum_s,
+          'step_ms': 1000 * step_sum_s / steps, 'loop_overhead': epoch_s / step_sum_s - 1,
+          'eval_s': eval_s, 'val_accuracy': val['accuracy'], 'peak_rss_mib': training_rss}
+
+
+def run_job(args, job: str, sample: str) -> dict:
+  """Runs one measurement in a fresh process and returns its JSON report."""
+  command = [sys.executable, os.path.abspath(__file__), '--job', job, '--sample', sample,
+             '--data_dir', args.data_dir, '--batch_size', str(args.batch_size),
+             '--cached_epochs', str(args.cached_epochs), '--width', str(args.width),
+             '--hidden_units', str(args.hidden_units)]
+  done = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True, cwd=REPO)
+  report = json.loads(done.stdout.strip().splitlines()[-1])
+  print(f'{job} ({sample}): {json.dumps(report)}', flush=True)
+  return report
+
+
+def child_main(args) -> None:
+  if args.job == 'cached':
+    report = input_job(args, cache=True, epochs=1 + args.cached_epochs)
+  elif args.job == 'streaming':
+    report = input_job(args, cache=False, epochs=2)
+  else:
+    report = train_job(args)
+  print(json.dumps(report))
+
+
+# --- Generation and preparation, in this process -------------------------------------------
+
+
+def generate(args, sample: dict) -> dict:
+  """Writes the sample (or reuses it) and returns its generation time."""
+  config = sample_config(args, sample)
+  folder = pipeline.sample_folder(config)
+  record = folder / 'generation.json'
+  if args.reuse_data and record.exists():
+    return {**json.loads(record.read_text()), 'reused': True}
+  shutil.rmtree(folder, ignore_errors=True)
+  start = time.perf_counter()
+  pipeline.generate_sample(config)
+  seconds = time.perf_counter() - start
+  images = sum(sample[k] * (sample['num_classes'] if k != 'test_images' else 1)
+               for k in ('train_per_class', 'val_per_class', 'test_images'))
+  result = {'seconds': seconds, 'images': images, 'img_s': images / seconds}
+  record.write_text(json.dumps(result))
+  return {**result, 'reused': False}
+
+
+def prepare(args, sample: dict, sample_name: str) -> dict:
+  """Prepares the sample into a fresh TFDS dir and returns the img/s of preparation."""
+  config = sample_config(args, sample)
+  config.data_source = str(pipeline.generate_sample(config))
+  config.data_dir = tfds_dir(args, sample_name)
+  if args.reuse_prepared and os.path.isdir(config.data_dir):
+    info = pipeline.get_dataset_info(config)
+    return {'reused': True, 'images': sum(info.split_sizes.values())}
+  shutil.rmtree(config.data_dir, ignore_errors=True)
+  start = time.perf_counter()
+  info = pipeline.get_dataset_info(config)
+  seconds = time.perf_counter() - start
+  images = sum(info.split_sizes.values())
+  return {'seconds': seconds, 'images': images, 'img_s': images / seconds,
+          'split_sizes': info.split_sizes}
+
+
+def summary(report: dict) -> dict:
+  """Each target's figure and whether it is met."""
+  streaming = report['streaming']
+  figures = {
+      'prepare_img_s': report['prepare']['full'].get('img_s'),
+      'cached_img_s': min(report['cached']['epoch_img_s'][1:]),
+      'streaming_img_s': min(streaming['full']['epoch_img_s']),
+      'streaming_rss_growth_mib': (max(streaming['full']['epoch_rss_mib'])
+                                   - max(streaming['fifth']['epoch_rss_mib'])),
+      'cached_train_rss_gib': report['train']['peak_rss_mib'] / 1024,
+      'loop_overhead': report['train']['loop_overhead'],
+  }
+  higher_is_better = ('prepare_img_s', 'cached_img_s', 'streaming_img_s')
+  return {name: {'value': value, 'target': TARGETS[name],
+                 'met': None if value is None else (
+                     value >= TARGETS[name] if name in higher_is_better
+                     else value <= TARGETS[name])}
+          for name, value in figures.items()}
+
+
+def main(argv=None) -> dict:
+  args = parse_args(argv)
+  if args.job:
+    child_main(args)
+    return {}
+  cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo', encoding='utf-8')
+              if l.startswith('model name')), 'unknown')
+  report = {'cpu': cpu, 'cores': os.cpu_count(), 'args': vars(args), 'generation': {},
+            'prepare': {}, 'streaming': {}}
+  earlier = {}
+  if args.json and os.path.exists(args.json):
+    with open(args.json, encoding='utf-8') as f:
+      earlier = json.load(f)
+  previous = earlier.get('prepare', {}) if args.reuse_prepared else {}
+  for name, sample in (('full', FULL), ('fifth', FIFTH)):
+    report['generation'][name] = generate(args, sample)
+    print(f'generation ({name}): {report["generation"][name]}', flush=True)
+    report['prepare'][name] = prepare(args, sample, name)
+    if report['prepare'][name].get('reused') and 'img_s' in previous.get(name, {}):
+      report['prepare'][name] = {**previous[name], 'reused': True}
+    print(f'prepare ({name}): {report["prepare"][name]}', flush=True)
+  jobs = args.jobs.split(',')
+  report['cached'] = run_job(args, 'cached', 'full') if 'cached' in jobs else earlier['cached']
+  for name in ('full', 'fifth'):
+    report['streaming'][name] = (run_job(args, 'streaming', name) if 'streaming' in jobs
+                                 else earlier['streaming'][name])
+  report['train'] = run_job(args, 'train', 'full') if 'train' in jobs else earlier['train']
+  report['summary'] = summary(report)
+  print(json.dumps(report['summary'], indent=2))
+  if args.json:
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, 'w', encoding='utf-8') as f:
+      json.dump(report, f, indent=2)
+  return report
+
+
+if __name__ == '__main__':
+  main()
