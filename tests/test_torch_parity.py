@@ -20,12 +20,11 @@ from configs import default
 from input_pipeline import pipeline
 from input_pipeline import synthetic
 from tests import torch_models
-from vgg_flax import convert
 from vgg_flax import models
 from vgg_flax import reporting
 from vgg_flax import train
 
-WIDTH, HIDDEN, IMAGE = 8, 32, 32
+WIDTH, HIDDEN = 8, 32
 STEPS = 4
 # 4 classes x 4 images of 64 px (the original's size; nothing is resized): one batch of 16.
 SAMPLE = dict(num_classes=4, train_per_class=4, val_per_class=2, test_images=1, seed=1)
@@ -151,19 +150,21 @@ def running_var_after_one_step(x: np.ndarray, running_var: str) -> np.ndarray:
   return np.asarray(updates['batch_stats']['var'])
 
 
-@pytest.mark.parametrize('side, min_gap, max_gap', [(2, 1e-3, 1e-1), (32, 0.0, 1e-5)])
+# At 2x2 the biased update is off by far more than the parity tolerance, at 32x32 by less.
+@pytest.mark.parametrize('side, min_gap, max_gap', [(2, 1e-3, 1e-1), (32, 0.0, 1e-4)])
 def test_running_variance_is_pytorchs_and_the_biased_one_is_off_at_small_maps(
     side, min_gap, max_gap):
   batch = 16
   x = np.asarray(jax.random.normal(jax.random.key(side), (batch, side, side, 6)) * 2 + 1)
   want = torch_batch_norm_after_one_step(x).running_var.detach().numpy()
   np.testing.assert_allclose(running_var_after_one_step(x, 'unbiased'), want, rtol=1e-6)
-  # The biased update misses exactly momentum * var / (n - 1): 1.6e-3 of the running
-  # variance at 2x2 (n = 64), 6e-6 at 32x32 (n = 16,384).
+  # The biased update misses exactly (1 - momentum) * var / (n - 1): here 5e-3 of the
+  # running variance at 2x2 (n = 64), 2e-5 at 32x32 (n = 16,384).
   biased = running_var_after_one_step(x, 'biased')
   n = batch * side * side
   batch_var = x.reshape(-1, 6).var(axis=0)
-  np.testing.assert_allclose(want - biased, 0.1 * batch_var / (n - 1), rtol=1e-3)
+  # (atol: float32 rounding of a running variance near 1 is about 1e-7.)
+  np.testing.assert_allclose(want - biased, 0.1 * batch_var / (n - 1), rtol=1e-3, atol=1e-6)
   gap = np.abs(biased / want - 1)
   assert min_gap < gap.min() and gap.max() < max_gap
 
@@ -183,30 +184,3 @@ def test_biased_option_is_flax_batch_norm_bit_for_bit():
     want = flax_bn.clone(use_running_average=not train_mode).apply(
         variables, x, mutable=['batch_stats'])
     jax.tree.map(np.testing.assert_array_equal, got, want)
-
-
-def test_small_maps_make_the_biased_update_change_a_whole_vgg():
-  """One training forward (4 images of 32 px: the last stage's BatchNorms see n = 16), then
-  evaluation with the running statistics: PyTorch's logits, to 1e-5, only when unbiased."""
-  torch.manual_seed(1)
-  torch_model = torch_models.randomise_batch_norms(torch_models.OriginalVGG(
-      11, width=WIDTH, hidden=HIDDEN, num_classes=5))
-  images = np.asarray(jax.random.uniform(jax.random.key(0), (6, IMAGE, IMAGE, 3)) * 2 - 1)
-  train_x, eval_x = images[:4], images[4:]
-  flax_model = models.VGG(depth=11, width=WIDTH, hidden_units=HIDDEN, num_classes=5,
-                          pool_type='avg')
-  variables = convert.from_torch_state_dict(torch_model.state_dict(), flax_model)
-  torch_model.train()
-  torch_model(torch.tensor(train_x.transpose(0, 3, 1, 2)))
-  torch_model.eval()
-  with torch.no_grad():
-    want = torch_model(torch.tensor(eval_x.transpose(0, 3, 1, 2))).numpy()
-
-  def eval_logits(running_var):
-    model = flax_model.clone(bn_running_var=running_var)
-    _, updates = model.apply(variables, train_x, train=True, mutable=['batch_stats'])
-    return np.asarray(model.apply(dict(variables, **updates), eval_x, train=False))
-
-  np.testing.assert_allclose(eval_logits('unbiased'), want, rtol=1e-5, atol=1e-5)
-  biased_error = np.abs(eval_logits('biased') - want).max() / np.abs(want).max()
-  assert biased_error > 1e-3
