@@ -262,4 +262,6 @@ def test_main_reports_a_backbone_mismatch_in_one_line(tmp_path, sample_folder, t
   assert 'Traceback' not in result.stderr
   errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
   assert len(errors) == 1 and 'is this a depth-13 model?' in errors[0]
-  assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
+  # Nothing was trained or saved: no checkpoint, no history.
+  assert os.listdir(tmp_path / 'run' / 'checkpoints') == []
+  assert not os.path.exists(tmp_path / 'run' / 'history.csv')
