@@ -75,6 +75,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.early_stopping.patience = 6  # Epochs without improvement before stopping.
   config.early_stopping.min_delta = 0.0  # Improvement smaller than this does not count.
 
+  # --- Starting from PyTorch weights, training as PyTorch does ------------------------------
+  config.init_from = ''  # state_dict file (original/torchvision layout) or a workdir; '' = none.
+  config.init_head = True  # Keep init_from's last dense layer when the classes match.
+  config.model.bn_running_var = 'unbiased'  # BN running var: 'unbiased' (PyTorch), 'biased'.
+
   # --- Logging and checkpoints ------------------------------------------------------------
   config.log_every_steps = 50  # Train scalars to TensorBoard every N steps.
   config.progress_bar = True  # Progress bar on an interactive terminal.

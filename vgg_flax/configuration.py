@@ -20,6 +20,9 @@ DTYPES = ('float32', 'bfloat16')
 POOL_TYPES = ('max', 'avg')
 # Fields that define the network; a workdir trained with other values cannot be resumed.
 MODEL_FIELDS = ('model', 'dataset')
+# Model fields that change no variable: a workdir resumes with the current value. Workdirs
+# from before `model.bn_running_var` existed (their config.json lacks it) used 'biased'.
+RESUMABLE_MODEL_FIELDS = ('model.bn_running_var',)
 
 
 class ConfigError(ValueError):
@@ -53,6 +56,8 @@ def _check_model(model: ml_collections.ConfigDict) -> None:
   _require(len(model.pool_size) == 2 and all(s >= 1 for s in model.pool_size),
            f'model.pool_size={tuple(model.pool_size)} must be two positive ints, e.g. (2, 2).')
   _check_choice(model.pool_type, 'model.pool_type', POOL_TYPES)
+  _check_choice(model.get('bn_running_var', 'unbiased'), 'model.bn_running_var',
+                models.RUNNING_VARIANCES)
   _require(0.0 <= model.dropout_rate < 1.0,
            f'model.dropout_rate={model.dropout_rate} must be in [0, 1).')
 
@@ -131,12 +136,23 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _check_choice(config.get('cpu_conv_grad', 'xla'), 'cpu_conv_grad', conv.CONV_GRADS)
   _check_prediction(config)
   _check_scale(config)
+  _check_init_from(config)
 
 
 def _check_prediction(config) -> None:
   # .get: configs saved before these fields existed are still valid.
   # (`predict_images` is a str by the ConfigDict's type; what it names is checked when read.)
   _check_choice(config.get('tta', 'none'), 'tta', steps.TTA_MODES)
+
+
+def _check_init_from(config) -> None:
+  """`init_from` is a path and `init_head` a bool (whether the path exists is checked only
+  when a run starts from it: a resumed run or an evaluation never reads it)."""
+  init_from = config.get('init_from', '')
+  _require(isinstance(init_from, str),
+           f'init_from={init_from!r} must be a path (a state_dict file or a workdir).')
+  _require(isinstance(config.get('init_head', True), bool),
+           f'init_head={config.get("init_head")!r} must be True or False.')
 
 
 def flatten_dict(tree: dict, prefix: str = '') -> dict:
@@ -167,9 +183,9 @@ def model_differences(saved: dict, current: dict) -> list[str]:
   """Human-readable `field: saved -> current` lines for the network-defining fields."""
   saved_flat = flatten_dict({k: saved.get(k) for k in MODEL_FIELDS})
   current_flat = flatten_dict({k: current.get(k) for k in MODEL_FIELDS})
+  keys = sorted((set(saved_flat) | set(current_flat)) - set(RESUMABLE_MODEL_FIELDS))
   return [f'{key}: {saved_flat.get(key)!r} in the workdir, {current_flat.get(key)!r} now'
-          for key in sorted(set(saved_flat) | set(current_flat))
-          if saved_flat.get(key) != current_flat.get(key)]
+          for key in keys if saved_flat.get(key) != current_flat.get(key)]
 
 
 def check_workdir_compatible(config: ml_collections.ConfigDict,

@@ -20,6 +20,7 @@ from clu import periodic_actions
 from input_pipeline import pipeline
 from vgg_flax import checkpointing
 from vgg_flax import configuration
+from vgg_flax import initialization
 from vgg_flax import interrupts
 from vgg_flax import models
 from vgg_flax import platform
@@ -195,11 +196,18 @@ def _restore_or_start(trainer: Trainer, checkpoints) -> tuple[steps.TrainState, 
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
       trainer.state, trainer.state_sharding)
   restored = checkpoints.restore_latest(abstract)
+  init_from = trainer.config.get('init_from', '')
   if restored is None:
-    return trainer.state, LoopState.fresh(trainer.config)
+    state = trainer.state
+    if init_from:
+      state = initialization.start_from(trainer.config, trainer.model, state,
+                                        trainer.state_sharding)
+    return state, LoopState.fresh(trainer.config)
   state, loop_json = restored
   loop = LoopState.from_json(trainer.config, loop_json)
   logging.info('Resuming after epoch %d (step %d).', loop.epoch, int(state.step))
+  if init_from:
+    logging.info("init_from=%s not used: the workdir's checkpoint wins (resuming).", init_from)
   return state, loop
 
 
