@@ -74,8 +74,17 @@ def initialize_processes() -> None:
 
 
 def exit_with_error(error: Exception) -> None:
+  """Prints the one-line error and exits with its status.
+
+  By now the run has closed its checkpoints and writers. The exit skips the interpreter's
+  teardown: a failed orbax restore leaves coroutines in background threads, which would
+  print 'Event loop is closed' tracebacks under the one line while Python shuts down.
+  """
   print(f'error: {error}', file=sys.stderr)
-  sys.exit(runner.exit_code(error))
+  sys.stdout.flush()
+  sys.stderr.flush()
+  logging.flush()
+  os._exit(runner.exit_code(error))  # pylint: disable=protected-access
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -31,6 +31,8 @@ def _load_default_with(config_class: type):
   """`configs/default.py`'s `get_config()` with `ml_collections.ConfigDict = config_class`."""
   stand_in = types.ModuleType('ml_collections')
   stand_in.ConfigDict = config_class
+  # A field of any type (`cache`: True, False or 'auto') is its default value here.
+  stand_in.FieldReference = lambda default, field_type=None: default
   saved = sys.modules.get('ml_collections')
   sys.modules['ml_collections'] = stand_in
   try:

@@ -63,7 +63,8 @@ class SaveBench:
         f'--image_size={args.image_size}', f'--batch_size={args.batch_size}',
         f'--eval_batch_size={args.batch_size}'])
     self.project = throughput.ProjectBench(bench_args, 'float32')
-    self.checkpoints = checkpointing.WorkdirCheckpoints(workdir)
+    # One epoch kept, so the folder's size is what each epoch's saves write.
+    self.checkpoints = checkpointing.WorkdirCheckpoints(workdir, max_to_keep=1)
     self.epoch = 0
     self.parameters = models.count_params(self.project.state.params)
 

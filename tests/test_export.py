@@ -8,9 +8,9 @@ import jax
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 import converted_workdir
+import torch_models
 from vgg_flax import convert
 from vgg_flax import export
 from vgg_flax import models
@@ -18,70 +18,19 @@ from vgg_flax import own_images
 from vgg_flax import predict
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-# Convs per stage and channel multipliers, written out so the test does not trust models.py.
-PLANS = {11: (1, 1, 2, 2, 2), 16: (2, 2, 3, 3, 3)}
-MULTIPLIERS = (1, 2, 4, 8, 8)
 
 
-# --- PyTorch modules in the two layouts ----------------------------------------------------
+# --- PyTorch modules in the two layouts (max pool to 2x2, as the flax models here) -------
 
 
-class Block(nn.Module):
-  """The original project's conv block."""
-
-  def __init__(self, cin, cout):
-    super().__init__()
-    self.conv = nn.Conv2d(cin, cout, 3, padding=1)
-    self.bNorm = nn.BatchNorm2d(cout)  # pylint: disable=invalid-name
-    self.relu = nn.ReLU()
-
-  def forward(self, x):
-    return self.relu(self.bNorm(self.conv(x)))
+def original_vgg(depth, width, hidden, num_classes):
+  return torch_models.OriginalVGG(depth, width=width, hidden=hidden, num_classes=num_classes,
+                                  pool='max')
 
 
-class OriginalVGG(nn.Module):
-  """The original's module layout: `layers` (blocks and pools) then `fc_layers`."""
-
-  def __init__(self, depth, width, hidden, num_classes):
-    super().__init__()
-    layers, cin = [], 3
-    for convs, multiplier in zip(PLANS[depth], MULTIPLIERS):
-      for _ in range(convs):
-        layers.append(Block(cin, width * multiplier))
-        cin = width * multiplier
-      layers.append(nn.MaxPool2d(2))
-    layers.append(nn.AdaptiveMaxPool2d(2))
-    self.layers = nn.Sequential(*layers)
-    self.fc_layers = nn.Sequential(nn.Linear(cin * 4, hidden), nn.ReLU(),
-                                   nn.Linear(hidden, hidden), nn.ReLU(),
-                                   nn.Linear(hidden, num_classes))
-
-  def forward(self, x):
-    return self.fc_layers(torch.flatten(self.layers(x), 1))
-
-
-class TorchvisionVGG(nn.Module):
-  """torchvision's layout (`features`, `avgpool`, `classifier` with dropout), 2x2 max pool."""
-
-  def __init__(self, depth, width, hidden, num_classes, batch_norm=True):
-    super().__init__()
-    features, cin = [], 3
-    for convs, multiplier in zip(PLANS[depth], MULTIPLIERS):
-      for _ in range(convs):
-        features.append(nn.Conv2d(cin, width * multiplier, 3, padding=1))
-        if batch_norm:
-          features.append(nn.BatchNorm2d(width * multiplier))
-        features.append(nn.ReLU(inplace=True))
-        cin = width * multiplier
-      features.append(nn.MaxPool2d(2, 2))
-    self.features = nn.Sequential(*features)
-    self.avgpool = nn.AdaptiveMaxPool2d(2)
-    self.classifier = nn.Sequential(
-        nn.Linear(cin * 4, hidden), nn.ReLU(True), nn.Dropout(),
-        nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(), nn.Linear(hidden, num_classes))
-
-  def forward(self, x):
-    return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+def torchvision_vgg(depth, width, hidden, num_classes):
+  return torch_models.TorchvisionVGG(depth, width=width, hidden=hidden,
+                                     num_classes=num_classes, pool=2, pool_type='max')
 
 
 def torch_probabilities(module, images):
@@ -180,8 +129,8 @@ def test_fc1_inputs_go_back_to_channel_major_order():
 
 
 @pytest.mark.parametrize('layout,module', [
-    ('original', lambda: OriginalVGG(11, 8, 32, 4)),
-    ('torchvision', lambda: TorchvisionVGG(11, 8, 32, 4)),
+    ('original', lambda: original_vgg(11, 8, 32, 4)),
+    ('torchvision', lambda: torchvision_vgg(11, 8, 32, 4)),
 ])
 def test_torch_model_predicts_like_predict(workdir, predicted, tmp_path, layout, module):
   probabilities, images = predicted

@@ -51,7 +51,7 @@ class OriginalVGG(nn.Module):
 class TorchvisionVGG(nn.Module):
   """torchvision's `vgg*_bn` layout: features, avgpool to `pool`, classifier with dropout."""
 
-  def __init__(self, depth, *, width, hidden, num_classes, pool=7):
+  def __init__(self, depth, *, width, hidden, num_classes, pool=7, pool_type='avg'):
     super().__init__()
     features, cin = [], 3
     for convs, multiplier in zip(PLANS[depth], MULTIPLIERS):
@@ -61,7 +61,8 @@ class TorchvisionVGG(nn.Module):
         cin = width * multiplier
       features.append(nn.MaxPool2d(2, 2))
     self.features = nn.Sequential(*features)
-    self.avgpool = nn.AdaptiveAvgPool2d(pool)
+    # torchvision's name `avgpool`, whatever the pool: the layout is what is under test.
+    self.avgpool = (nn.AdaptiveAvgPool2d if pool_type == 'avg' else nn.AdaptiveMaxPool2d)(pool)
     self.classifier = nn.Sequential(
         nn.Linear(cin * pool * pool, hidden), nn.ReLU(), nn.Dropout(),
         nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(), nn.Linear(hidden, num_classes))

@@ -15,6 +15,8 @@ killed run are ignored, and removed when the workdir is next trained.
 import os
 import pathlib
 import shutil
+import sys
+import threading
 import time
 from typing import Any, Callable
 
@@ -61,6 +63,39 @@ def _move_aside(manager: ocp.CheckpointManager, epoch: int) -> pathlib.Path:
   return target
 
 
+def _is_closed_loop_error(error: BaseException | None) -> bool:
+  return isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'
+
+
+def _silence_abandoned_reads() -> None:
+  """Keeps the reads a failed restore abandoned from printing tracebacks (from now on).
+
+  When orbax gives up on a damaged checkpoint, TensorStore still completes the reads it
+  started, during and after the failed restore, and calls back into the restore's event
+  loop, which is closed by then: each callback prints an 'Event loop is closed' traceback.
+  They say nothing the warning does not; any other error is printed as before.
+  """
+  if getattr(sys.excepthook, 'drops_closed_loop_errors', False):
+    return
+  hooks = (sys.excepthook, threading.excepthook, sys.unraisablehook)
+
+  def excepthook(kind, error, trace):
+    if not _is_closed_loop_error(error):
+      hooks[0](kind, error, trace)
+
+  def thread_excepthook(args):
+    if not _is_closed_loop_error(args.exc_value):
+      hooks[1](args)
+
+  def unraisablehook(unraisable):
+    if not _is_closed_loop_error(unraisable.exc_value):
+      hooks[2](unraisable)
+
+  excepthook.drops_closed_loop_errors = True
+  sys.excepthook, threading.excepthook, sys.unraisablehook = (
+      excepthook, thread_excepthook, unraisablehook)
+
+
 def _restore_newest(manager: ocp.CheckpointManager, restore: Callable[[int], Any],
                     move_damaged: bool, start_over: str) -> Any:
   """`restore(epoch)` of the newest epoch that restores, newest first.
@@ -76,6 +111,7 @@ def _restore_newest(manager: ocp.CheckpointManager, restore: Callable[[int], Any
     try:
       restored = restore(epoch)
     except Exception as error:  # pylint: disable=broad-except
+      _silence_abandoned_reads()
       # Orbax raises many kinds (JSON, Unicode, TensorStore, KeyError) for damaged files.
       failures.append((epoch, error))
       logging.warning('%s/%d cannot be restored (%s: %s); trying the checkpoint before it.',

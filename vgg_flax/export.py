@@ -21,6 +21,7 @@ the checkpoint, so exporting needs no dataset.
 """
 
 import collections
+import logging as pylogging
 import os
 import pathlib
 import shutil
@@ -193,7 +194,13 @@ def save_saved_model(model: models.VGG, variables: dict, config: ml_collections.
     return {'probabilities': convert_fn(module.variables_tree, images)}
 
   module.serve = serve
-  tf.saved_model.save(module, str(path), signatures={'serving_default': serve})
+  # Saving sets absl's logger to WARNING (TensorFlow's doing); the caller's logging stays.
+  absl_logger = pylogging.getLogger('absl')
+  level = absl_logger.level
+  try:
+    tf.saved_model.save(module, str(path), signatures={'serving_default': serve})
+  finally:
+    absl_logger.setLevel(level)
 
 
 def export_workdir(workdir: str | os.PathLike, output: str | os.PathLike, *,
