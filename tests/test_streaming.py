@@ -88,6 +88,8 @@ def test_resume_without_a_cache_is_exact(streaming, tmp_path):
 
 def test_auto_caches_only_what_fits(data_config, monkeypatch, caplog):
   monkeypatch.setattr(pipeline, 'SHUFFLE_BUFFER', 10)
+  # Earlier tests' runs logged their choices already: each is logged once per process.
+  monkeypatch.setattr(pipeline, '_LOGGED_CHOICES', set())
   info = pipeline.get_dataset_info(data_config)
   assert pipeline.decoded_bytes(info, 'train') == 96 * 64 * 64 * 3
   orders = {}
@@ -106,9 +108,10 @@ def test_auto_caches_only_what_fits(data_config, monkeypatch, caplog):
                f'cache_max_gib={budget:g}: {choice}' in r.getMessage() for r in caplog.records)
 
 
-def test_auto_logs_each_choice_once(data_config, caplog):
+def test_auto_logs_each_choice_once(data_config, caplog, monkeypatch):
+  monkeypatch.setattr(pipeline, '_LOGGED_CHOICES', set())  # As in a new process.
   info = pipeline.get_dataset_info(data_config)
-  data_config.cache_max_gib = 3.5  # A budget no other test uses, so nothing is logged yet.
+  data_config.cache_max_gib = 3.5
   caplog.set_level(logging.INFO)
   for _ in range(3):
     assert pipeline.use_cache(data_config, info, 'validation')
