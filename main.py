@@ -20,9 +20,6 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 
 from vgg_flax import platform  # pylint: disable=g-import-not-at-top
 
-# XLA reads its flags once, when JAX starts its backend: set the CPU ones before that.
-platform.configure_cpu_flags()
-
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging

@@ -41,10 +41,6 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from vgg_flax import platform  # pylint: disable=g-import-not-at-top
-
-platform.configure_cpu_flags()
-
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
 

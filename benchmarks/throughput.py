@@ -23,11 +23,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# Before JAX starts its backend: the project's CPU flags (a no-op on GPU/TPU hosts).
-from vgg_flax import platform  # pylint: disable=g-import-not-at-top
-
-platform.configure_cpu_flags()
-
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 

@@ -99,3 +99,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.compilation_cache_dir = ''  # Its folder; '' = `.jax_cache` beside the workdir.
   config.grad_accum_steps = 1  # Micro-batches per step (batch_size split; one optimizer step).
   return config
+
+
+def vgg_config(depth: int, conv1x1: bool = False) -> ml_collections.ConfigDict:
+  """The defaults with `model.depth` and `model.conv1x1` set: the configs of one VGG each."""
+  config = get_config()
+  config.model.depth = depth
+  config.model.conv1x1 = conv1x1
+  return config

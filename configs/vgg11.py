@@ -13,6 +13,4 @@ from configs import default
 
 def get_config():
   """VGG-11, otherwise the defaults of configs/default.py."""
-  config = default.get_config()
-  config.model.depth = 11
-  return config
+  return default.vgg_config(11)

@@ -13,6 +13,4 @@ from configs import default
 
 def get_config():
   """VGG-13, otherwise the defaults of configs/default.py."""
-  config = default.get_config()
-  config.model.depth = 13
-  return config
+  return default.vgg_config(13)

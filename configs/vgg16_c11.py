@@ -13,7 +13,4 @@ from configs import default
 
 def get_config():
   """VGG-16 with 1x1 convs, otherwise the defaults of configs/default.py."""
-  config = default.get_config()
-  config.model.depth = 16
-  config.model.conv1x1 = True
-  return config
+  return default.vgg_config(16, conv1x1=True)

@@ -13,6 +13,4 @@ from configs import default
 
 def get_config():
   """VGG-19, otherwise the defaults of configs/default.py."""
-  config = default.get_config()
-  config.model.depth = 19
-  return config
+  return default.vgg_config(19)

@@ -13,7 +13,6 @@ import pytest
 
 from configs import default
 from vgg_flax import models
-from vgg_flax import platform
 from vgg_flax import sharding
 from vgg_flax import steps
 
@@ -60,20 +59,6 @@ def test_benchmark_and_step_modules_import_no_tensorflow():
   result = run_python(['-c', script])
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'NO_TF' in result.stdout
-
-
-def test_cpu_flags_keep_user_flags(monkeypatch):
-  monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
-  monkeypatch.setenv('XLA_FLAGS', '--xla_a=1 --xla_b=user')
-  flags = platform.configure_cpu_flags(('--xla_b=ours', '--xla_c=ours'))
-  assert flags.split() == ['--xla_a=1', '--xla_b=user', '--xla_c=ours']
-
-
-def test_cpu_flags_left_alone_on_accelerators(monkeypatch):
-  monkeypatch.setenv('JAX_PLATFORMS', 'cuda')
-  monkeypatch.setenv('XLA_FLAGS', '--xla_a=1')
-  assert platform.configure_cpu_flags(('--xla_c=ours',)) == '--xla_a=1'
-  assert os.environ['XLA_FLAGS'] == '--xla_a=1'
 
 
 def learnable_batch(size=32, num_classes=4, seed=0):  # pylint: disable=unused-argument

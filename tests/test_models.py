@@ -264,6 +264,18 @@ def test_create_model_from_default_config():
       width=8)[0]
 
 
+@pytest.mark.parametrize('name,depth,conv1x1,variant', [
+    ('vgg11', 11, False, 'VGG11'), ('vgg13', 13, False, 'VGG13'), ('vgg16', 16, False, 'VGG16'),
+    ('vgg16_c11', 16, True, 'VGG16C'), ('vgg19', 19, False, 'VGG19')])
+def test_config_files_build_their_named_variant(name, depth, conv1x1, variant):
+  import importlib  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module(f'configs.{name}').get_config()
+  assert (config.model.depth, config.model.conv1x1) == (depth, conv1x1)
+  assert models.VARIANTS[(depth, conv1x1)] is getattr(models, variant)
+  assert models.create_model(config.model, num_classes=200) == getattr(models, variant)(
+      num_classes=200)
+
+
 def test_create_model_rejects_bad_configs():
   from configs import default  # pylint: disable=g-import-not-at-top
   config = default.get_config()

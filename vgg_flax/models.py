@@ -253,6 +253,9 @@ VGG13 = functools.partial(VGG, depth=13)
 VGG16 = functools.partial(VGG, depth=16)
 VGG16C = functools.partial(VGG, depth=16, conv1x1=True)
 VGG19 = functools.partial(VGG, depth=19)
+# (model.depth, model.conv1x1) -> the named variant `create_model` builds.
+VARIANTS = {(11, False): VGG11, (13, False): VGG13, (16, False): VGG16, (16, True): VGG16C,
+            (19, False): VGG19}
 
 
 def create_model(model_config, *, num_classes: int, dtype: Any = jnp.float32,
@@ -268,10 +271,10 @@ def create_model(model_config, *, num_classes: int, dtype: Any = jnp.float32,
   Returns:
     The (unbound) VGG module.
   """
-  stage_plan(model_config['depth'], model_config['conv1x1'])  # Validates early.
-  return VGG(
-      depth=int(model_config['depth']),
-      conv1x1=bool(model_config['conv1x1']),
+  depth, conv1x1 = int(model_config['depth']), bool(model_config['conv1x1'])
+  stage_plan(depth, conv1x1)  # Validates early.
+  variant = VARIANTS[(depth, conv1x1)]
+  return variant(
       num_classes=num_classes,
       batch_norm=bool(model_config['batch_norm']),
       width=int(model_config['width']),
