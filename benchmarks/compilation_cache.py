@@ -12,7 +12,6 @@ Needs only JAX, flax, optax and numpy (plus ml_collections where installed).
 """
 
 import argparse
-import functools
 import json
 import os
 import subprocess
@@ -42,25 +41,16 @@ def compile_once(args: argparse.Namespace) -> dict[str, float]:
   """In a fresh process: seconds to lower and to compile the init, train and eval programs."""
   import jax  # pylint: disable=g-import-not-at-top
   from benchmarks import bench_config  # pylint: disable=g-import-not-at-top
-  from vgg_flax import models, sharding, steps  # pylint: disable=g-import-not-at-top
+  from vgg_flax import factory, sharding, steps  # pylint: disable=g-import-not-at-top
   config = bench_config.get_config(depth=args.depth, width=args.width,
                                    hidden_units=args.hidden_units, image_size=args.image_size,
                                    batch_size=args.batch_size,
                                    eval_batch_size=args.eval_batch_size)
   config.compilation_cache_dir = args.child
   platform.enable_compilation_cache(config, args.child)
-  mesh = sharding.create_mesh()
-  model = models.create_model(config.model, num_classes=200, dtype=config.dtype)
-  schedule = steps.create_learning_rate_schedule(config, steps_per_epoch=100)
-  init = functools.partial(steps.create_train_state, model,
-                           steps.create_optimizer(config, schedule),
-                           image_size=config.image_size)
-  rng = jax.random.key(0)
-  state = jax.eval_shape(init, rng)
-  state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), state)
-  state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state,
-                       state_sharding)
-  size, data = config.image_size, sharding.data_sharding(mesh)
+  compiled, state = factory.create(config, num_classes=200, steps_per_epoch=100,
+                                   abstract=True)
+  size, data = config.image_size, sharding.data_sharding(compiled.mesh)
 
   def batch(n, mask):
     shapes = {'image': ((n, size, size, 3), 'uint8'), 'label': ((n,), 'int32')}
@@ -70,11 +60,10 @@ def compile_once(args: argparse.Namespace) -> dict[str, float]:
             for k, (shape, dtype) in shapes.items()}
 
   programs = {
-      'init': (jax.jit(init, out_shardings=state_sharding), (rng,)),
-      'train': (steps.jit_train_step(config, schedule, state_sharding, mesh),
-                (state, batch(config.batch_size, False))),
-      'eval': (steps.jit_eval_step(config, state_sharding, mesh),
-               (state, batch(config.eval_batch_size, True)))}
+      'init': (compiled.init_state, (jax.random.key(config.seed),)),
+      'train': (compiled.train_step, (state, batch(config.batch_size, False))),
+      'eval': (compiled.eval_step, (steps.model_variables(state),
+                                    batch(config.eval_batch_size, True)))}
   times = {}
   for name, (jitted, arguments) in programs.items():
     start = time.perf_counter()

@@ -81,7 +81,7 @@ def time_steps(trainer, state, epoch: int):
   total = 0.0
   for batch in batches:
     start = time.perf_counter()
-    state, step_metrics = trainer.train_step(state, batch)
+    state, step_metrics = trainer.compiled.train_step(state, batch)
     jax.block_until_ready((state, step_metrics))
     total += time.perf_counter() - start
   return state, total, len(batches)
@@ -91,8 +91,8 @@ def main(argv=None) -> dict:
   args = parse_args(argv)
   with tempfile.TemporaryDirectory() as tmp:
     config = make_config(args, args.data_dir or tmp)
-    trainer = train.create_trainer(config)
-    state, warmup_s = time_epoch(trainer, trainer.state, 1)  # Compiles, decodes, caches.
+    trainer, state = train.create_trainer(config)
+    state, warmup_s = time_epoch(trainer, state, 1)  # Compiles, decodes, caches.
     epochs, sums = [], []
     for _ in range(args.repeats):
       state, seconds = time_epoch(trainer, state, 2)

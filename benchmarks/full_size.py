@@ -154,8 +154,8 @@ def train_job(args) -> dict:
   from vgg_flax import train  # pylint: disable=g-import-not-at-top
   config = child_config(args)
   config.cache = True
-  trainer = train.create_trainer(config)
-  state, first_epoch_s = epoch_overhead.time_epoch(trainer, trainer.state, 1)
+  trainer, state = train.create_trainer(config)
+  state, first_epoch_s = epoch_overhead.time_epoch(trainer, state, 1)
   start = time.perf_counter()
   val = train.evaluate_split(trainer, state, config.eval_split)
   eval_s = time.perf_counter() - start

@@ -30,7 +30,6 @@ from jax import monitoring  # pylint: disable=g-import-not-at-top,wrong-import-p
 
 from benchmarks import throughput  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vgg_flax import platform  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vgg_flax import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # Dense peak TFLOP/s by device kind (first matching lower-case substring wins): (bf16, fp32).
@@ -120,19 +119,13 @@ def torch_version() -> str | None:
   return f'{torch.__version__} on {cuda}'
 
 
-def count_recompiles(bench: throughput.ProjectBench, args: argparse.Namespace, dtype: str,
-                     calls: int = 3) -> dict[str, int]:
+def count_recompiles(bench: throughput.ProjectBench, calls: int = 3) -> dict[str, int]:
   """Traces and compiles of the jitted train and eval steps after their first call.
 
   The timed steps are ahead-of-time compiled; this calls the `jax.jit` functions training
   uses, with the same state and batches, and counts JAX's trace and compile events.
   """
-  config = throughput.make_config(args, dtype)
-  mesh = sharding.create_mesh()
-  state_sharding = jax.tree.map(lambda x: x.sharding, bench.state)
-  schedule = steps.create_learning_rate_schedule(config, steps_per_epoch=100)
-  train = steps.jit_train_step(config, schedule, state_sharding, mesh)
-  evaluate = steps.jit_eval_step(config, state_sharding, mesh)
+  train, evaluate = bench.compiled.train_step, bench.compiled.eval_step
   events = []
 
   def listener(event, _duration, **_):
@@ -143,7 +136,8 @@ def count_recompiles(bench: throughput.ProjectBench, args: argparse.Namespace, d
   monitoring.register_event_duration_secs_listener(listener)
   try:
     for name, call in (('train', lambda: train(bench.state, bench.batch)),
-                       ('eval', lambda: (bench.state, evaluate(bench.state, bench.eval_batch)))):
+                       ('eval', lambda: (bench.state, evaluate(steps.model_variables(bench.state),
+                                                               bench.eval_batch)))):
       for index in range(calls + 1):
         if index == 1:
           events.clear()  # The first call traces and compiles (or loads from the cache).
@@ -199,8 +193,7 @@ def bench_depth(depth: int, args: argparse.Namespace, peaks, use_torch: bool) ->
   bench_args = throughput.parse_args(flags)
   dtypes = [d for d in args.dtypes.split(',') if d]
   project = [throughput.ProjectBench(bench_args, dtype) for dtype in dtypes]
-  recompiles = {bench.name: count_recompiles(bench, bench_args, dtype)
-                for bench, dtype in zip(project, dtypes)}
+  recompiles = {bench.name: count_recompiles(bench) for bench in project}
   benches = project + (throughput.create_torch_benches(bench_args) if use_torch else [])
   results = throughput.measure(benches, bench_args)
   throughput.add_ratios(results)

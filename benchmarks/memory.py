@@ -23,9 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from benchmarks import bench_config  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vgg_flax import factory  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vgg_flax import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 GIB = 2**30
 
@@ -46,22 +45,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def train_step_memory(config, num_classes: int) -> dict[str, float]:
   """Bytes of the compiled train step for `config`, by kind, and their sum (`peak`)."""
-  mesh = sharding.create_mesh()
-  model = models.create_model(config.model, num_classes=num_classes, dtype=config.dtype)
-  schedule = steps.create_learning_rate_schedule(config, steps_per_epoch=100)
-  tx = steps.create_optimizer(config, schedule)
-  init = lambda rng: steps.create_train_state(model, tx, rng, config.image_size)
-  replicated = sharding.replicated(mesh)
-  state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-                       jax.eval_shape(init, jax.random.key(0)))
-  size, batch_sharding = config.image_size, sharding.data_sharding(mesh)
+  compiled, state = factory.create(config, num_classes=num_classes, steps_per_epoch=100,
+                                   abstract=True)  # Shapes only: nothing is allocated.
+  size, batch_sharding = config.image_size, sharding.data_sharding(compiled.mesh)
   batch = {'image': jax.ShapeDtypeStruct((config.batch_size, size, size, 3), 'uint8',
                                          sharding=batch_sharding),
            'label': jax.ShapeDtypeStruct((config.batch_size,), 'int32', sharding=batch_sharding)}
-  state_sharding = jax.tree.map(lambda _: replicated, state)
-  step = steps.jit_train_step(config, schedule, state_sharding, mesh)
   start = time.perf_counter()
-  analysis = step.lower(state, batch).compile().memory_analysis()
+  analysis = compiled.train_step.lower(state, batch).compile().memory_analysis()
   seconds = time.perf_counter() - start
   arguments = analysis.argument_size_in_bytes
   outputs = analysis.output_size_in_bytes - analysis.alias_size_in_bytes  # Not in place.

@@ -1,11 +1,11 @@
 r"""Images per second of the project's jitted train and eval steps, beside PyTorch.
 
 Measures exactly what training runs: `vgg_flax.steps.train_step` (on-device augmentation,
-forward, backward, Adam update, BatchNorm statistics, metrics) and `eval_step`, compiled by
-`jit_train_step` / `jit_eval_step` for a one-axis mesh. With `--reference=torch` it also times
-the original's architecture in PyTorch (`benchmarks/torch_reference.py`) in each of its CPU
-settings, alternating with the project repetition by repetition, so that a noisy machine
-affects every contender alike. Ratios are against the best PyTorch setting.
+forward, backward, Adam update, BatchNorm statistics, metrics) and `eval_step`, built by
+`vgg_flax.factory` as training builds them, for a one-axis mesh. With `--reference=torch` it
+also times the original's architecture in PyTorch (`benchmarks/torch_reference.py`) in each
+of its CPU settings, alternating with the project repetition by repetition, so that a noisy
+machine affects every contender alike. Ratios are against the best PyTorch setting.
 
   python benchmarks/throughput.py --depth=16 --batch_size=64 --eval_batch_size=256 \
       --image_size=64 --dtype=float32,bfloat16 --reference=torch --json=/tmp/vgg16.json
@@ -27,7 +27,7 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from benchmarks import bench_config  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vgg_flax import factory  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vgg_flax import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vgg_flax import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -113,22 +113,16 @@ class ProjectBench:
     self.name = (f'jax_{dtype}' + (f'+{cpu_conv_grad}' if cpu_conv_grad else '')
                  + (f'+{label}' if label else ''))
     config = make_config(args, dtype, cpu_conv_grad)
-    mesh = sharding.create_mesh()
-    model = models.create_model(config.model, num_classes=NUM_CLASSES, dtype=config.dtype,
-                                cpu_conv_grad=config.cpu_conv_grad)
-    schedule = steps.create_learning_rate_schedule(config, steps_per_epoch=100)
-    tx = steps.create_optimizer(config, schedule)
-    self.state, state_sharding = steps.create_sharded_train_state(
-        model, tx, jax.random.key(0), config.image_size, mesh)
-    self.batch, self.eval_batch = fake_batches(config, mesh)
-    train = steps.jit_train_step(config, schedule, state_sharding, mesh)
-    evaluate = steps.jit_eval_step(config, state_sharding, mesh)
+    self.compiled, self.state = factory.create(config, num_classes=NUM_CLASSES,
+                                               steps_per_epoch=100)
+    self.batch, self.eval_batch = fake_batches(config, self.compiled.mesh)
     start = time.perf_counter()
     # Compiler options override XLA_FLAGS for this executable alone.
-    self.train = train.lower(self.state, self.batch).compile(options or None)
+    self.train = self.compiled.train_step.lower(self.state, self.batch).compile(options or None)
     self.compile_train_s = time.perf_counter() - start
     start = time.perf_counter()
-    self.evaluate = evaluate.lower(self.state, self.eval_batch).compile(options or None)
+    self.evaluate = self.compiled.eval_step.lower(steps.model_variables(self.state),
+                                                  self.eval_batch).compile(options or None)
     self.compile_eval_s = time.perf_counter() - start
     self.train_flops = flops_of(self.train) / config.batch_size
     self.eval_flops = flops_of(self.evaluate) / config.eval_batch_size
@@ -144,8 +138,9 @@ class ProjectBench:
   def time_eval(self, n: int) -> float:
     """Seconds for `n` evaluation batches."""
     start = time.perf_counter()
+    variables = steps.model_variables(self.state)
     for _ in range(n):
-      result = self.evaluate(self.state, self.eval_batch)
+      result = self.evaluate(variables, self.eval_batch)
     jax.block_until_ready(result)
     return time.perf_counter() - start
 

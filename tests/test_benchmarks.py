@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 
 from configs import default
-from vgg_flax import models
+from vgg_flax import factory
 from vgg_flax import sharding
-from vgg_flax import steps
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPU_ENV = dict(os.environ, JAX_PLATFORMS='cpu')
@@ -51,7 +50,7 @@ def test_benchmark_and_step_modules_import_no_tensorflow():
       import sys
       sys.argv = ['x']
       from benchmarks import throughput, torch_reference
-      from vgg_flax import models, steps, preprocess, platform
+      from vgg_flax import factory, models, steps, preprocess, platform
       loaded = sorted(m for m in sys.modules if m == 'tensorflow' or m.startswith('tensorflow.'))
       assert not loaded, loaded
       print('NO_TF')
@@ -76,13 +75,9 @@ def train_losses(dtype: str, num_steps: int = 30) -> list[float]:
   config.image_size, config.batch_size, config.dtype = 32, 32, dtype
   config.learning_rate = 3e-3
   config.model.update(depth=11, width=8, hidden_units=128, pool_type='avg')
-  mesh = sharding.create_mesh()
-  model = models.create_model(config.model, num_classes=4, dtype=config.dtype)
-  schedule = steps.create_learning_rate_schedule(config, steps_per_epoch=10)
-  state, state_sharding = steps.create_sharded_train_state(
-      model, steps.create_optimizer(config, schedule), jax.random.key(0), 32, mesh)
-  train = steps.jit_train_step(config, schedule, state_sharding, mesh)
-  batch = sharding.to_global_batch(learnable_batch(), sharding.data_sharding(mesh))
+  compiled, state = factory.create(config, num_classes=4, steps_per_epoch=10)
+  train = compiled.train_step
+  batch = sharding.to_global_batch(learnable_batch(), sharding.data_sharding(compiled.mesh))
   losses = []
   for _ in range(num_steps):
     state, step_metrics = train(state, batch)

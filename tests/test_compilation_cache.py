@@ -23,7 +23,7 @@ COMPILE_SCRIPT = textwrap.dedent('''
     import jax
     from jax import monitoring
     from configs import default
-    from vgg_flax import models, platform, sharding, steps
+    from vgg_flax import factory, platform
     events = []
     monitoring.register_event_listener(lambda name, **_: events.append(name))
     config = default.get_config()
@@ -31,12 +31,8 @@ COMPILE_SCRIPT = textwrap.dedent('''
     config.model.update(depth=11, width=8, hidden_units=16)
     config.compilation_cache_dir = sys.argv[2]
     print('FOLDER', platform.enable_compilation_cache(config, sys.argv[1]))
-    mesh = sharding.create_mesh()
-    model = models.create_model(config.model, num_classes=10)
-    schedule = steps.create_learning_rate_schedule(config, 10)
-    state, state_sharding = steps.create_sharded_train_state(
-        model, steps.create_optimizer(config, schedule), jax.random.key(0), 32, mesh)
-    steps.jit_train_step(config, schedule, state_sharding, mesh).lower(
+    compiled, state = factory.create(config, num_classes=10, steps_per_epoch=10)
+    compiled.train_step.lower(
         state, {'image': jax.ShapeDtypeStruct((8, 32, 32, 3), 'uint8'),
                 'label': jax.ShapeDtypeStruct((8,), 'int32')}).compile()
     print('HITS', events.count('/jax/compilation_cache/cache_hits'))

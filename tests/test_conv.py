@@ -9,9 +9,8 @@ import pytest
 from configs import default
 from vgg_flax import configuration
 from vgg_flax import conv
-from vgg_flax import models
+from vgg_flax import factory
 from vgg_flax import sharding
-from vgg_flax import steps
 from vgg_flax import train
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
@@ -128,18 +127,14 @@ def one_step(cpu_conv_grad, depth, conv1x1):
   config = default.get_config()
   config.image_size, config.batch_size = 32, 8
   config.model.update(depth=depth, conv1x1=conv1x1, width=4, hidden_units=16)
-  mesh = sharding.create_mesh()
-  model = models.create_model(config.model, num_classes=5, dtype=config.dtype,
-                              cpu_conv_grad=cpu_conv_grad)
-  schedule = steps.create_learning_rate_schedule(config, steps_per_epoch=10)
-  state, state_sharding = steps.create_sharded_train_state(
-      model, steps.create_optimizer(config, schedule), jax.random.key(0), 32, mesh)
+  config.cpu_conv_grad = cpu_conv_grad
+  compiled, state = factory.create(config, num_classes=5, steps_per_epoch=10)
   initial = jax.tree.map(np.asarray, state.params)
   rng = np.random.default_rng(0)
   batch = {'image': rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8),
            'label': rng.integers(0, 5, (8,)).astype(np.int32)}
-  step = steps.jit_train_step(config, schedule, state_sharding, mesh)
-  state, _ = step(state, sharding.to_global_batch(batch, sharding.data_sharding(mesh)))
+  state, _ = compiled.train_step(state, sharding.to_global_batch(
+      batch, sharding.data_sharding(compiled.mesh)))
   return initial, jax.tree.map(np.asarray, (state.params, state.batch_stats, state.opt_state))
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from configs import default
 from vgg_flax import configuration
+from vgg_flax import factory
 from vgg_flax import models
 from vgg_flax import preprocess
 from vgg_flax import sharding
@@ -32,16 +33,11 @@ def random_batch(seed=0):
 
 def run_steps(config, num_steps=2):
   """The state and per-step metrics after `num_steps` jitted steps on fixed batches."""
-  mesh = sharding.create_mesh()
-  model = models.create_model(config.model, num_classes=10, dtype=config.dtype)
-  schedule = steps.create_learning_rate_schedule(config, steps_per_epoch=10)
-  state, state_sharding = steps.create_sharded_train_state(
-      model, steps.create_optimizer(config, schedule), jax.random.key(0), 32, mesh)
-  train = steps.jit_train_step(config, schedule, state_sharding, mesh)
+  compiled, state = factory.create(config, num_classes=10, steps_per_epoch=10)
   computed = []
   for index in range(num_steps):
-    batch = sharding.to_global_batch(random_batch(index), sharding.data_sharding(mesh))
-    state, step_metrics = train(state, batch)
+    batch = sharding.to_global_batch(random_batch(index), sharding.data_sharding(compiled.mesh))
+    state, step_metrics = compiled.train_step(state, batch)
     computed.append({k: float(v) for k, v in step_metrics.compute().items()})
   return state, computed
 

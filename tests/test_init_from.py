@@ -9,7 +9,6 @@ import sys
 import jax
 import ml_collections
 import numpy as np
-import optax
 import pytest
 import torch
 
@@ -18,12 +17,12 @@ from configs import vgg16_finetune
 from tests import torch_models
 from vgg_flax import configuration
 from vgg_flax import convert
+from vgg_flax import factory
 from vgg_flax import initialization
 from vgg_flax import models
 from vgg_flax import reporting
-from vgg_flax import sharding
-from vgg_flax import steps
 from vgg_flax import train
+from vgg_flax import workdir as workdirs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WIDTH, HIDDEN, CLASSES = 8, 32, 4
@@ -40,12 +39,10 @@ def tiny_config(**model):
 
 def fresh_state(config, num_classes=CLASSES):
   """A newly initialised, replicated train state (Adam) for the config's model."""
-  model = models.create_model(config.model, num_classes=num_classes)
-  tx = steps.create_optimizer(config, optax.constant_schedule(config.learning_rate))
-  mesh = sharding.create_mesh()
-  state, state_sharding = steps.create_sharded_train_state(model, tx, jax.random.key(7), 32,
-                                                           mesh)
-  return model, state, state_sharding
+  config = config.copy_and_resolve_references()
+  config.seed, config.image_size = 7, 32
+  compiled, state = factory.create(config, num_classes=num_classes, steps_per_epoch=10)
+  return compiled.model, state, compiled.state_sharding
 
 
 def save_original(path, num_classes, depth=11, seed=0):
@@ -200,7 +197,7 @@ def test_workdirs_from_before_the_new_fields_load_and_resume(tmp_path):
   del saved['model']['bn_running_var']
   (tmp_path / 'config.json').write_text(json.dumps(saved))
   configuration.check_workdir_compatible(config, tmp_path)  # Resumes: no error.
-  old = configuration.load_saved_config(tmp_path)
+  old = workdirs.read_config(tmp_path)
   configuration.validate_config(old)
   assert models.create_model(old.model, num_classes=CLASSES).bn_running_var == 'unbiased'
   config.model.depth = 13  # Fields that define the variables are still compared.

@@ -13,7 +13,7 @@ import pytest
 
 from configs import default
 from vgg_flax import metrics as vgg_metrics
-from vgg_flax import models
+from vgg_flax import factory
 from vgg_flax import sharding
 from vgg_flax import steps
 
@@ -43,15 +43,10 @@ def fake_batch(size=8, seed=0, with_mask=False):
 
 
 def build(config, mesh=None):
-  mesh = mesh or sharding.create_mesh()
-  model = models.create_model(config.model, num_classes=NUM_CLASSES, dtype=config.dtype)
-  schedule = steps.create_learning_rate_schedule(config, steps_per_epoch=10)
-  tx = steps.create_optimizer(config, schedule)
-  state, state_sharding = steps.create_sharded_train_state(
-      model, tx, jax.random.key(config.seed), config.image_size, mesh)
-  train = steps.jit_train_step(config, schedule, state_sharding, mesh)
-  evaluate = steps.jit_eval_step(config, state_sharding, mesh)
-  return state, train, evaluate, mesh
+  """The initial state, the jitted train and eval steps and the mesh, as training builds them."""
+  compiled, state = factory.create(config, num_classes=NUM_CLASSES, steps_per_epoch=10,
+                                   mesh=mesh)
+  return state, compiled.train_step, compiled.eval_step, compiled.mesh
 
 
 @pytest.fixture(scope='module')
@@ -110,7 +105,8 @@ def test_eval_step_leaves_padding_out(built):
   host = fake_batch(with_mask=True)
   host['mask'][5:] = False
   host['label'][5:] = -1
-  result = evaluate(state, sharding.to_global_batch(host, sharding.data_sharding(mesh)))
+  log_probs, result = evaluate(steps.model_variables(state),
+                               sharding.to_global_batch(host, sharding.data_sharding(mesh)))
   computed = result.compute()
   logits = steps.infer_logits(state.apply_fn, steps.model_variables(state), host['image'][:5],
                               image_size=32, dtype=jnp.float32)
@@ -119,16 +115,44 @@ def test_eval_step_leaves_padding_out(built):
   np.testing.assert_allclose(float(computed['loss']), float(expected_loss.mean()), rtol=1e-5)
   np.testing.assert_allclose(float(computed['accuracy']), expected_acc)
   assert int(result.loss.count) == 5
+  # The same step gives the log-probabilities of every row, padding included.
+  assert log_probs.shape == (8, NUM_CLASSES) and log_probs.dtype == jnp.float32
+  np.testing.assert_allclose(np.asarray(log_probs)[:5], jax.nn.log_softmax(logits), atol=1e-5)
 
 
 def test_eval_leaves_batch_stats_alone(built):
   _, _, evaluate, mesh = built
   state = fresh_state(built)
   before = jax.tree.map(np.asarray, state.batch_stats)
-  evaluate(state, sharding.to_global_batch(fake_batch(with_mask=True),
-                                           sharding.data_sharding(mesh)))
+  evaluate(steps.model_variables(state),
+           sharding.to_global_batch(fake_batch(with_mask=True), sharding.data_sharding(mesh)))
   jax.tree.map(np.testing.assert_array_equal, before, jax.tree.map(np.asarray,
                                                                    state.batch_stats))
+
+
+def test_eval_step_metrics_are_those_of_its_log_probs_with_flip_tta(built):
+  """With tta='flip' the metrics score the averaged prediction the step returns."""
+  state = fresh_state(built)
+  mesh = built[3]
+  host = fake_batch(with_mask=True)
+  host['mask'][6:] = False
+  apply_fn = factory.create(tiny_config(), num_classes=NUM_CLASSES,
+                            steps_per_epoch=10)[0].model.apply
+  flip = steps.jit_eval_step(apply_fn, tiny_config(), mesh, tta='flip')
+  log_probs, result = flip(steps.model_variables(state),
+                           sharding.to_global_batch(host, sharding.data_sharding(mesh)))
+  log_probs, labels = np.asarray(log_probs)[:6], host['label'][:6]
+  plain = steps.infer_log_probs(apply_fn, steps.model_variables(state), host['image'][:6],
+                                image_size=32, dtype=jnp.float32)
+  mirrored = steps.infer_log_probs(apply_fn, steps.model_variables(state),
+                                   host['image'][:6, :, ::-1], image_size=32, dtype=jnp.float32)
+  np.testing.assert_allclose(np.exp(log_probs), (np.exp(plain) + np.exp(mirrored)) / 2,
+                             atol=1e-6)
+  computed = result.compute()
+  np.testing.assert_allclose(float(computed['loss']),
+                             -np.mean(log_probs[np.arange(6), labels]), rtol=1e-5)
+  assert float(computed['accuracy']) == np.mean(np.argmax(log_probs, -1) == labels)
+  assert int(result.loss.count) == 6
 
 
 def test_steps_compile_once():
@@ -136,7 +160,8 @@ def test_steps_compile_once():
   batch_sharding = sharding.data_sharding(mesh)
   for seed in range(2):
     state, _ = train(state, sharding.to_global_batch(fake_batch(seed=seed), batch_sharding))
-  evaluate(state, sharding.to_global_batch(fake_batch(with_mask=True), batch_sharding))
+  evaluate(steps.model_variables(state),
+           sharding.to_global_batch(fake_batch(with_mask=True), batch_sharding))
   state, _ = train(state, sharding.to_global_batch(fake_batch(seed=3), batch_sharding))
   assert train._cache_size() == 1  # pylint: disable=protected-access
   assert evaluate._cache_size() == 1  # pylint: disable=protected-access

@@ -171,14 +171,6 @@ def config_to_dict(config: ml_collections.ConfigDict) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
-def load_saved_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
-  """The config saved in a workdir's `config.json`, as a ConfigDict."""
-  path = pathlib.Path(workdir) / 'config.json'
-  if not path.exists():
-    raise ConfigError(f'{path} does not exist: {workdir} is not a vgg_flax workdir.')
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
-
-
 def model_differences(saved: dict, current: dict) -> list[str]:
   """Human-readable `field: saved -> current` lines for the network-defining fields."""
   saved_flat = flatten_dict({k: saved.get(k) for k in MODEL_FIELDS})

@@ -361,13 +361,12 @@ def write_converted_workdir(config, variables: Mapping[str, Any], workdir: str) 
   """
   # Imported here: orbax is slow to import and the conversion itself does not need it.
   from vgg_flax import checkpointing  # pylint: disable=g-import-not-at-top
-  from vgg_flax import configuration  # pylint: disable=g-import-not-at-top
+  from vgg_flax import workdir as workdirs  # pylint: disable=g-import-not-at-top
   workdir = os.path.abspath(workdir)
   if checkpointing.has_best_checkpoint(workdir):
     raise ValueError(f'{workdir} already holds a best/ checkpoint; choose a new --workdir.')
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(json.dumps(configuration.config_to_dict(config), indent=2) + '\n')
+  workdirs.write_config(workdir, config)
   checkpointing.save_best_variables(workdir, dict(variables),
                                     loop={'epoch': 0, 'converted': True})
   return os.path.join(workdir, checkpointing.BEST_DIR)

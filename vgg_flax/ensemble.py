@@ -28,9 +28,10 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
 from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
 from vgg_flax import configuration  # pylint: disable=g-import-not-at-top
-from vgg_flax import predict  # pylint: disable=g-import-not-at-top
+from vgg_flax import inference  # pylint: disable=g-import-not-at-top
 from vgg_flax import reporting  # pylint: disable=g-import-not-at-top
 from vgg_flax import sharding  # pylint: disable=g-import-not-at-top
+from vgg_flax import workdir as workdirs  # pylint: disable=g-import-not-at-top
 
 PREDICTIONS_FILE = 'ensemble_predictions.csv'
 REPORT_FILE = 'ensemble_report.json'
@@ -195,20 +196,20 @@ def predict_members(config: ml_collections.ConfigDict, members: list[tuple[str, 
   Returns:
     (restored members without their variables, eval predictions, test predictions).
   """
-  saved = [predict.load_workdir_config(workdir, _member_label(name))
+  saved = [workdirs.load_workdir_config(workdir, _member_label(name))
            for name, workdir in members]
-  data = config if predict.names_data(config) else saved[0]
+  data = config if workdirs.names_data(config) else saved[0]
   mesh = sharding.create_mesh()
   restored, evals, tests = [], [], []
   for index, (name, workdir) in enumerate(members):
-    member = predict.restore_model(_member_label(name), workdir, runtime=config, data=data,
-                                   mesh=mesh)
+    member = workdirs.restore_model(_member_label(name), workdir, runtime=config, data=data,
+                                    mesh=mesh)
     if index == 0:  # Unknown splits fail before anything is predicted.
       pipeline.split_size(member.info, config.eval_split)
       pipeline.split_size(member.info, config.predict_split)
-    evals.append(predict.predict_split(member, config.eval_split, mesh=mesh))
-    tests.append(predict.predict_split(member, config.predict_split, mesh=mesh,
-                                       keep_images=keep_images if index == 0 else 0))
+    evals.append(inference.predict_split(member, config.eval_split, mesh=mesh))
+    tests.append(inference.predict_split(member, config.predict_split, mesh=mesh,
+                                         keep_images=keep_images if index == 0 else 0))
     member.variables = None  # Only one model's variables in memory at a time.
     restored.append(member)
   return restored, evals, tests
@@ -271,8 +272,8 @@ def build_report(config, names: list[str], members: list, evals: list, tests: li
                    'best_epoch': m.best_epoch, 'depth': int(m.config.model.depth),
                    'conv1x1': bool(m.config.model.conv1x1), 'width': int(m.config.model.width),
                    'image_size': int(m.config.image_size)} for name, m in zip(names, members)],
-      'member_accuracy': {name: accuracy(p, labels)
-                          for name, p in zip(names, member_predictions)},
+      # The eval step's top-1, as each member's training and --mode=evaluate report it.
+      'member_accuracy': {name: p.metrics['accuracy'] for name, p in zip(names, evals)},
       'hard_vote_accuracy': accuracy(mode, labels),
       'tie_break': tie_break_of(config),
       'tied_images': sum(bool(t) for t in tied_classes(member_predictions)),
@@ -351,7 +352,7 @@ def predict_ensemble(config: ml_collections.ConfigDict, workdir: str) -> dict:
   report = build_report(config, names, restored, evals, tests, eval_mode, eval_soft)
   images = tests[0].images
   row_of = {name: i for i, name in enumerate(tests[0].file_names)}
-  titles = [predict.short_words(info.class_names[test_mode[row_of[name]]])
+  titles = [reporting.short_words(info.class_names[test_mode[row_of[name]]])
             for name in tests[0].image_names]
   if jax.process_index() == 0:
     out = pathlib.Path(workdir)

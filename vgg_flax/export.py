@@ -38,6 +38,7 @@ from vgg_flax import configuration
 from vgg_flax import convert
 from vgg_flax import models
 from vgg_flax import steps
+from vgg_flax import workdir as workdirs
 
 FORMATS = ('torch', 'saved_model')
 LAYOUTS = ('original', 'torchvision')
@@ -59,12 +60,12 @@ def load_best(workdir: str | os.PathLike) -> tuple[ml_collections.ConfigDict, mo
   workdir = pathlib.Path(workdir)
   if not workdir.is_dir():
     raise ExportError(f'workdir {workdir} does not exist; give a trained workdir.')
-  if not (workdir / 'config.json').is_file():
-    raise ExportError(f'{workdir} holds no config.json: it is not a training workdir.')
+  if not (workdir / workdirs.CONFIG_FILE).is_file():
+    raise ExportError(f'{workdir} holds no {workdirs.CONFIG_FILE}: it is not a training workdir.')
   if not checkpointing.has_best_checkpoint(workdir):
     raise ExportError(f'{workdir} holds no best/ checkpoint; train it for at least one '
                       'epoch first.')
-  config = configuration.load_saved_config(workdir)
+  config = workdirs.read_config(workdir)
   # Restored as saved (no target): the checkpoint itself says how many classes there are.
   variables, _ = checkpointing.restore_best_variables(workdir, None)
   variables = jax.tree.map(np.asarray, variables)

@@ -23,6 +23,7 @@ from vgg_flax import checkpointing
 from vgg_flax import configuration
 from vgg_flax import convert
 from vgg_flax import models
+from vgg_flax import workdir as workdirs
 
 HEAD = 'fc3'
 
@@ -101,10 +102,9 @@ def _flat_shapes(tree) -> dict[str, tuple[int, ...]]:
 
 def _saved_network_differences(workdir: pathlib.Path, model: models.VGG) -> list[str]:
   """`model.<field>=<there> there, <here> here` for the shape fields of its config.json."""
-  path = workdir / 'config.json'
-  if not path.is_file():
+  if not (workdir / workdirs.CONFIG_FILE).is_file():
     return []
-  saved = json.loads(path.read_text()).get('model', {})
+  saved = workdirs.read_config(workdir).to_dict().get('model', {})
   normal = lambda v: tuple(v) if isinstance(v, (list, tuple)) else v
   return [f'model.{field}={normal(saved[field])!r} there, {normal(getattr(model, field))!r} '
           f'here' for field in _SHAPE_FIELDS

@@ -68,6 +68,11 @@ def _is_running(pid: int) -> bool:
   return True
 
 
+def short_words(words: str) -> str:
+  """The first name of a `words.txt` entry: 'goldfish, Carassius auratus' -> 'goldfish'."""
+  return words.split(',')[0].strip()
+
+
 def write_json(path: str | os.PathLike, data: dict) -> None:
   """Writes `data` as indented JSON, atomically."""
   write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + '\n'))

@@ -5,8 +5,11 @@ import ml_collections
 from input_pipeline import pipeline
 from vgg_flax import checkpointing
 from vgg_flax import configuration
+from vgg_flax import ensemble
 from vgg_flax import interrupts
+from vgg_flax import predict
 from vgg_flax import storage
+from vgg_flax import summary
 from vgg_flax import train
 from vgg_flax import workdir_lock
 
@@ -37,16 +40,13 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str) -> None:
   """Runs one mode of main.py."""
   if mode == 'train':
     train.train_and_evaluate(config, workdir)
-    return
-  from vgg_flax import predict  # pylint: disable=g-import-not-at-top
-  if mode == 'evaluate':
+  elif mode == 'evaluate':
     predict.evaluate_workdir(config, workdir)
   elif mode == 'predict':
     predict.predict_workdir(config, workdir)
   elif mode == 'predict_ensemble':
-    predict.predict_ensemble(config, workdir)
+    ensemble.predict_ensemble(config, workdir)
   elif mode == 'summary':
-    from vgg_flax import summary  # pylint: disable=g-import-not-at-top
     summary.summarize_members(config, workdir)
   else:
     raise configuration.ConfigError(f'--mode={mode!r} is not one of train, evaluate, '

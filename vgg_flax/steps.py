@@ -72,20 +72,6 @@ def create_train_state(model, tx: optax.GradientTransformation, rng: jax.Array,
                            rng=jax.random.key_data(state_rng))
 
 
-def create_sharded_train_state(model, tx, rng: jax.Array, image_size: int,
-                               mesh: jax.sharding.Mesh) -> tuple[TrainState, Any]:
-  """Initialises the state directly into its (replicated) sharding.
-
-  Returns:
-    The state and the pytree of its shardings (for jit and checkpoint restore).
-  """
-  init = functools.partial(create_train_state, model, tx, image_size=image_size)
-  abstract = jax.eval_shape(init, rng)
-  state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
-  state = jax.jit(init, out_shardings=state_sharding)(rng)
-  return state, state_sharding
-
-
 def cross_entropy(logits: jax.Array, labels: jax.Array,
                   label_smoothing: float = 0.0) -> jax.Array:
   """Per-example softmax cross-entropy with optional label smoothing."""
@@ -227,14 +213,34 @@ def accumulate_gradients(grad_fn: Callable, params: Any, images: jax.Array,
   return grads, (join_micro_batches(losses), join_micro_batches(logits), updates)
 
 
-def eval_step(state: TrainState, batch: dict, *, config: ml_collections.ConfigDict) -> Any:
-  """Metrics of one padded evaluation batch; the mask leaves padding out."""
-  logits = infer_logits(state.apply_fn, model_variables(state), batch['image'],
-                        image_size=config.image_size, dtype=jnp.dtype(config.dtype))
-  # Padding carries label -1; clip it to a valid class, the mask removes it anyway.
+def eval_step(variables: dict, batch: dict, *, apply_fn: Callable, image_size: int, dtype: Any,
+              tta: str = 'none') -> tuple[jax.Array, Any]:
+  """Log-probabilities and metrics of one padded evaluation batch; the mask leaves padding out.
+
+  The one evaluation step: training's validation (`tta='none'`, its log-probabilities stay on
+  the devices), `--mode=evaluate`, predict and the ensemble all run it, so their loss, top-1
+  and top-5 accuracy are the same numbers by construction.
+
+  Args:
+    variables: the model's params (and BatchNorm statistics).
+    batch: uint8 `image`, int `label` (-1 where unlabelled or padding) and bool `mask`.
+    apply_fn: the model's `apply`.
+    image_size: the side the model sees.
+    dtype: computation dtype.
+    tta: test-time augmentation, see `infer_log_probs`.
+
+  Returns:
+    (N, num_classes) float32 log-probabilities and the batch's `EvalMetrics`.
+  """
+  log_probs = infer_log_probs(apply_fn, variables, batch['image'], image_size=image_size,
+                              dtype=dtype, tta=tta)
+  # Padding and unlabelled examples carry label -1; clip it to a valid class (the mask
+  # removes padding; an unlabelled split's metrics mean nothing and are not reported).
   labels = jnp.maximum(batch['label'], 0)
-  return vgg_metrics.EvalMetrics.single_from_model_output(
-      loss=cross_entropy(logits, labels), logits=logits, labels=labels, mask=batch['mask'])
+  loss = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
+  metrics = vgg_metrics.EvalMetrics.single_from_model_output(
+      loss=loss, logits=log_probs, labels=labels, mask=batch['mask'])
+  return log_probs, metrics
 
 
 def jit_train_step(config, learning_rate_fn, state_sharding, mesh) -> Callable:
@@ -244,8 +250,14 @@ def jit_train_step(config, learning_rate_fn, state_sharding, mesh) -> Callable:
                  out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
 
 
-def jit_eval_step(config, state_sharding, mesh) -> Callable:
-  """`eval_step` compiled for the mesh."""
-  step = functools.partial(eval_step, config=config)
-  return jax.jit(step, in_shardings=(state_sharding, sharding.data_sharding(mesh)),
-                 out_shardings=sharding.replicated(mesh))
+def jit_eval_step(apply_fn: Callable, config, mesh, *, tta: str = 'none') -> Callable:
+  """`eval_step` compiled for the mesh: `(variables, batch) -> (log_probs, metrics)`.
+
+  The variables are replicated, the batch and the log-probabilities sharded over `data`, the
+  metrics replicated.
+  """
+  step = functools.partial(eval_step, apply_fn=apply_fn, image_size=config.image_size,
+                           dtype=jnp.dtype(config.dtype), tta=tta)
+  batch_sharding = sharding.data_sharding(mesh)
+  return jax.jit(step, in_shardings=(sharding.replicated(mesh), batch_sharding),
+                 out_shardings=(batch_sharding, sharding.replicated(mesh)))

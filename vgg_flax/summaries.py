@@ -38,7 +38,6 @@ from tensorboard.summary.writer import record_writer
 
 from input_pipeline import pipeline
 from vgg_flax import configuration
-from vgg_flax import predict
 from vgg_flax import preprocess
 from vgg_flax import reporting
 from vgg_flax import sharding
@@ -204,7 +203,7 @@ def first_train_batch(config: ml_collections.ConfigDict, info,
 
 def class_words(info, labels: np.ndarray) -> list[str]:
   """Each label's class name, its first synonym ('goldfish, Carassius auratus' -> 'goldfish')."""
-  return [predict.short_words(info.class_names[int(label)]) for label in labels]
+  return [reporting.short_words(info.class_names[int(label)]) for label in labels]
 
 
 def prediction_titles(info, predictions: np.ndarray,

@@ -26,6 +26,7 @@ from vgg_flax import checkpointing  # pylint: disable=g-import-not-at-top
 from vgg_flax import configuration  # pylint: disable=g-import-not-at-top
 from vgg_flax import ensemble  # pylint: disable=g-import-not-at-top
 from vgg_flax import reporting  # pylint: disable=g-import-not-at-top
+from vgg_flax import workdir as workdirs  # pylint: disable=g-import-not-at-top
 from vgg_flax.early_stopping import EarlyStopping  # pylint: disable=g-import-not-at-top
 
 CSV_FILE = 'summary.csv'
@@ -79,13 +80,13 @@ def read_member(name: str, workdir: str) -> tuple[ml_collections.ConfigDict, lis
     FileNotFoundError: the workdir, its `history.csv` or its `config.json` is missing.
     ConfigError: `history.csv` has no epochs.
   """
-  ensemble.require_trained([(name, workdir)], 'history.csv')
-  ensemble.require_trained([(name, workdir)], 'config.json')
-  history = reporting.read_history(pathlib.Path(workdir) / 'history.csv')
+  ensemble.require_trained([(name, workdir)], workdirs.HISTORY_FILE)
+  ensemble.require_trained([(name, workdir)], workdirs.CONFIG_FILE)
+  history = reporting.read_history(pathlib.Path(workdir) / workdirs.HISTORY_FILE)
   if not history:
     raise configuration.ConfigError(f'member {name!r}: {workdir}/history.csv has no epochs '
                                     'yet; train it for at least one epoch.')
-  return configuration.load_saved_config(workdir), history
+  return workdirs.read_config(workdir), history
 
 
 def member_row(name: str, workdir: str, saved: ml_collections.ConfigDict,

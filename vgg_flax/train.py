@@ -20,6 +20,8 @@ from clu import periodic_actions
 from input_pipeline import pipeline
 from vgg_flax import checkpointing
 from vgg_flax import configuration
+from vgg_flax import factory
+from vgg_flax import inference
 from vgg_flax import initialization
 from vgg_flax import interrupts
 from vgg_flax import models
@@ -29,6 +31,7 @@ from vgg_flax import sharding
 from vgg_flax import steps
 from vgg_flax import storage
 from vgg_flax import summaries
+from vgg_flax import workdir as workdirs
 from vgg_flax import workdir_lock
 from vgg_flax.early_stopping import EarlyStopping
 
@@ -62,51 +65,53 @@ class LoopState:
                history=list(saved['history']))
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Trainer:
-  """The compiled pieces of a run, built once by `create_trainer`."""
+  """What a run trains with, built once by `create_trainer`; the train state is kept apart.
+
+  Attributes:
+    config: the run's config.
+    info: the dataset's `pipeline.DatasetInfo` (the one place this run reads batches from).
+    compiled: the model, mesh, schedule, shardings and jitted steps (`vgg_flax.factory`).
+    steps_per_epoch: optimizer steps an epoch.
+  """
   config: ml_collections.ConfigDict
   info: Any  # pipeline.DatasetInfo
-  model: models.VGG
-  mesh: jax.sharding.Mesh
-  state: steps.TrainState
-  state_sharding: Any
+  compiled: factory.Compiled
   steps_per_epoch: int
-  learning_rate_fn: Callable
-  train_step: Callable
-  eval_step: Callable
+
+  @property
+  def mesh(self) -> jax.sharding.Mesh:
+    return self.compiled.mesh
 
 
-def create_trainer(config: ml_collections.ConfigDict, info=None) -> Trainer:
-  """Builds the model, the sharded train state and the jitted steps for a config."""
+def create_trainer(config: ml_collections.ConfigDict,
+                   info=None) -> tuple[Trainer, steps.TrainState]:
+  """Builds the model, the jitted steps and the initial train state for a config.
+
+  Returns:
+    The trainer and the initial state (the train step donates it: keep only the newest).
+  """
   info = info or pipeline.get_dataset_info(config)
-  model = models.create_model(config.model, num_classes=info.num_classes, dtype=config.dtype,
-                              cpu_conv_grad=config.get('cpu_conv_grad', 'xla'))
-  mesh = sharding.create_mesh()
   steps_per_epoch = pipeline.train_steps_per_epoch(config, info)
-  learning_rate_fn = steps.create_learning_rate_schedule(config, steps_per_epoch)
-  tx = steps.create_optimizer(config, learning_rate_fn)
-  state, state_sharding = steps.create_sharded_train_state(
-      model, tx, jax.random.key(config.seed), config.image_size, mesh)
-  return Trainer(
-      config=config, info=info, model=model, mesh=mesh, state=state,
-      state_sharding=state_sharding, steps_per_epoch=steps_per_epoch,
-      learning_rate_fn=learning_rate_fn,
-      train_step=steps.jit_train_step(config, learning_rate_fn, state_sharding, mesh),
-      eval_step=steps.jit_eval_step(config, state_sharding, mesh))
+  compiled, state = factory.create(config, num_classes=info.num_classes,
+                                   steps_per_epoch=steps_per_epoch)
+  return Trainer(config=config, info=info, compiled=compiled,
+                 steps_per_epoch=steps_per_epoch), state
 
 
 def evaluate_split(trainer: Trainer, state: steps.TrainState, split: str) -> dict[str, float]:
-  """Loss, top-1 and top-5 accuracy over a whole split, every example counted once."""
-  batch_sharding = sharding.data_sharding(trainer.mesh)
-  merged = None
-  for batch in pipeline.eval_batches(trainer.config, trainer.info, split):
-    batch_metrics = trainer.eval_step(state, sharding.to_global_batch(batch, batch_sharding))
-    merged = batch_metrics if merged is None else merged.merge(batch_metrics)
-    interrupts.check()
+  """Loss, top-1 and top-5 accuracy over a whole split, every example counted once.
+
+  The eval step's log-probabilities stay on the devices; only the merged metrics are read.
+  """
+  merged = inference.evaluate_batches(
+      trainer.compiled.eval_step, steps.model_variables(state),
+      pipeline.eval_batches(trainer.config, trainer.info, split), trainer.mesh,
+      on_batch=lambda batch, log_probs: interrupts.check())
   if merged is None:
     raise pipeline.DataError(f'split {split!r} is empty: nothing to evaluate.')
-  return {k: float(v) for k, v in merged.compute().items()}
+  return inference.computed(merged)
 
 
 def _progress_bar(config, total: int, epoch: int):
@@ -138,8 +143,8 @@ def train_epoch(trainer: Trainer, state: steps.TrainState, epoch: int, writer,
   # Counted on the host: reading `state.step` would wait for each step to finish.
   step = int(state.step)
   for batch in pipeline.train_batches(config, trainer.info, epoch=epoch):
-    state, step_metrics = trainer.train_step(state,
-                                             sharding.to_global_batch(batch, batch_sharding))
+    state, step_metrics = trainer.compiled.train_step(
+        state, sharding.to_global_batch(batch, batch_sharding))
     epoch_metrics = step_metrics if epoch_metrics is None else epoch_metrics.merge(step_metrics)
     window_metrics = (step_metrics if window_metrics is None
                       else window_metrics.merge(step_metrics))
@@ -182,26 +187,21 @@ def _write_epoch_reports(workdir: pathlib.Path, run_summaries, loop: LoopState, 
   """TensorBoard (every process takes part), `history.csv` and the plots (process 0)."""
   run_summaries.write_epoch(loop, state, improved)
   if jax.process_index() == 0:
-    reporting.write_history(workdir / 'history.csv', loop.history)
-    reporting.write_plots(workdir / 'plots', loop.history)
+    reporting.write_history(workdir / workdirs.HISTORY_FILE, loop.history)
+    reporting.write_plots(workdir / workdirs.PLOTS_DIR, loop.history)
 
 
-def _save_config(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
-  if jax.process_index() == 0:
-    reporting.write_json(workdir / 'config.json', configuration.config_to_dict(config))
-
-
-def _restore_or_start(trainer: Trainer, checkpoints) -> tuple[steps.TrainState, LoopState]:
-  abstract = jax.tree.map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-      trainer.state, trainer.state_sharding)
-  restored = checkpoints.restore_latest(abstract)
+def _restore_or_start(trainer: Trainer, initial: steps.TrainState,
+                      checkpoints) -> tuple[steps.TrainState, LoopState]:
+  """The latest checkpoint's state and loop, else `initial` (or `init_from`'s weights)."""
+  compiled = trainer.compiled
+  restored = checkpoints.restore_latest(compiled.abstract_state(initial))
   init_from = trainer.config.get('init_from', '')
   if restored is None:
-    state = trainer.state
+    state = initial
     if init_from:
-      state = initialization.start_from(trainer.config, trainer.model, state,
-                                        trainer.state_sharding)
+      state = initialization.start_from(trainer.config, compiled.model, state,
+                                        compiled.state_sharding)
     return state, LoopState.fresh(trainer.config)
   state, loop_json = restored
   loop = LoopState.from_json(trainer.config, loop_json)
@@ -230,10 +230,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
 def _train_in_locked_workdir(config: ml_collections.ConfigDict,
                              workdir: pathlib.Path) -> steps.TrainState:
   configuration.check_workdir_compatible(config, workdir)
-  trainer = create_trainer(config)
-  _save_config(config, workdir)
+  trainer, initial = create_trainer(config)
+  if jax.process_index() == 0:
+    workdirs.write_config(workdir, config)
   checkpoints = checkpointing.WorkdirCheckpoints(workdir, max_to_keep=config.max_checkpoints)
-  state, loop = _restore_or_start(trainer, checkpoints)
+  state, loop = _restore_or_start(trainer, initial, checkpoints)
+  del initial  # Restored or donated to the first step: not to be used again.
   _forget_unsaved_epochs(workdir, loop, int(state.step))
   run_summaries = summaries.open_run(workdir, trainer, loop)
   hooks = _create_hooks(config, trainer, workdir, run_summaries.progress)
@@ -329,6 +331,6 @@ def _forget_unsaved_epochs(workdir: pathlib.Path, loop: LoopState, step: int) ->
   """
   if jax.process_index() > 0:
     return
-  if (workdir / 'history.csv').exists():
-    reporting.write_history(workdir / 'history.csv', loop.history)
+  if (workdir / workdirs.HISTORY_FILE).exists():
+    reporting.write_history(workdir / workdirs.HISTORY_FILE, loop.history)
   summaries.drop_events_after(workdir, step=step, epoch=loop.epoch)

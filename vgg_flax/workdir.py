@@ -1,0 +1,224 @@
+"""What a workdir holds: its file names, its `config.json`, and restoring its `best/` model.
+
+A training workdir is rebuilt from the config saved in it (`config.json`), so a model is
+restored with exactly the depth, width, image size and dtype it was trained with. The config
+given on the command line contributes only what does not change the model:
+
+  * the splits and the batch size of evaluation (`eval_split`, `predict_split`,
+    `eval_batch_size`, `cache`, `progress_bar`), test-time augmentation (`tta`) and the
+    user's own images (`predict_images`);
+  * the whole data section (`dataset`, `data_source`, `data_dir`, `skip_corrupt`, `sample`)
+    when it names data (`data_source` set or `sample.enabled`), e.g. after the data moved;
+    otherwise the workdir's own data section is used.
+
+The latest checkpoint (`checkpoints/`, for resuming) is restored by the training loop
+(`vgg_flax.checkpointing.WorkdirCheckpoints`); `best/` is read here, by every mode after it.
+"""
+
+from __future__ import annotations  # `pipeline.DatasetInfo` annotations, see below.
+
+import dataclasses
+import json
+import os
+import pathlib
+from typing import TYPE_CHECKING, Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from absl import logging
+
+from vgg_flax import checkpointing
+from vgg_flax import configuration
+from vgg_flax import models
+from vgg_flax import reporting
+from vgg_flax import sharding
+
+if TYPE_CHECKING:
+  from input_pipeline import pipeline
+
+# --- The files of a workdir ---------------------------------------------------------------
+
+CONFIG_FILE = 'config.json'  # The run's whole config (written when training starts).
+HISTORY_FILE = 'history.csv'  # One row an epoch.
+PLOTS_DIR = 'plots'  # loss.png, accuracy.png, the sample grids, confusion.png.
+LATEST_DIR = checkpointing.LATEST_DIR  # Orbax checkpoints of the last epochs (resume).
+BEST_DIR = checkpointing.BEST_DIR  # Orbax checkpoints of the lowest val loss (predict).
+EVAL_RESULTS_FILE = 'eval_results.json'  # --mode=evaluate.
+TEST_PREDICTIONS_FILE = 'test_predictions.csv'  # --mode=predict on a split.
+IMAGE_PREDICTIONS_FILE = 'image_predictions.csv'  # --mode=predict on a user's images.
+
+# Fields of the command-line config that never change the model (see the module docstring).
+RUNTIME_FIELDS = ('eval_split', 'predict_split', 'eval_batch_size', 'cache', 'progress_bar',
+                  'tta', 'predict_images')
+DATA_FIELDS = ('dataset', 'data_source', 'data_dir', 'skip_corrupt', 'sample')
+
+
+def write_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -> None:
+  """Writes `<workdir>/config.json` atomically (the caller decides which process writes)."""
+  reporting.write_json(pathlib.Path(workdir) / CONFIG_FILE, configuration.config_to_dict(config))
+
+
+def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+  """The config saved in a workdir's `config.json`, as a ConfigDict.
+
+  Raises:
+    ConfigError: the workdir holds no `config.json`.
+  """
+  path = pathlib.Path(workdir) / CONFIG_FILE
+  if not path.exists():
+    raise configuration.ConfigError(f'{path} does not exist: {workdir} is not a vgg_flax '
+                                    'workdir.')
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def load_workdir_config(workdir: str | os.PathLike, name: str) -> ml_collections.ConfigDict:
+  """The config saved in a training workdir; a missing workdir or `best/` is an error.
+
+  Args:
+    workdir: a training workdir.
+    name: what the error messages call it (e.g. "member '13'").
+
+  Raises:
+    FileNotFoundError: the workdir, its `config.json` or its `best/` checkpoint is missing.
+  """
+  workdir = pathlib.Path(workdir)
+  if not workdir.is_dir():
+    raise FileNotFoundError(f'{name}: workdir {workdir} does not exist; train it first '
+                            f'(python main.py --config=... --workdir={workdir}).')
+  if not (workdir / CONFIG_FILE).is_file():
+    raise FileNotFoundError(f'{name}: {workdir} holds no {CONFIG_FILE}; it is not a training '
+                            'workdir.')
+  if not checkpointing.has_best_checkpoint(workdir):
+    raise FileNotFoundError(f'{name}: {workdir} holds no {BEST_DIR}/ checkpoint; train it for '
+                            'at least one epoch first.')
+  return read_config(workdir)
+
+
+# --- The config a restored model runs with ------------------------------------------------
+
+
+def names_data(config: ml_collections.ConfigDict) -> bool:
+  """Whether a config points at data of its own (a source, or the generated sample)."""
+  return bool(config.data_source) or bool(config.sample.enabled)
+
+
+def resolve_config(saved: ml_collections.ConfigDict, runtime: ml_collections.ConfigDict,
+                   data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A saved config with the runtime fields of `runtime` and the data section of `data`."""
+  resolved = ml_collections.ConfigDict(saved.to_dict())
+  for field in RUNTIME_FIELDS:
+    if field in runtime:  # Configs written before a field existed lack it.
+      resolved[field] = runtime[field]
+  for field in DATA_FIELDS:
+    value = data[field]
+    resolved[field] = (ml_collections.ConfigDict(value.to_dict())
+                       if isinstance(value, ml_collections.ConfigDict) else value)
+  return resolved
+
+
+# --- Restoring best/ ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RestoredModel:
+  """A workdir's model with its `best/` variables, ready to predict.
+
+  Attributes:
+    name: how messages and CSV columns call it (a member name, or the workdir).
+    workdir: the training workdir.
+    config: the workdir's saved config with the runtime and data fields resolved.
+    info: the dataset it predicts on.
+    model: the VGG module built from `config.model`.
+    variables: params and BatchNorm statistics of the best epoch, replicated.
+    best_epoch: the epoch the `best/` checkpoint was saved after.
+  """
+  name: str
+  workdir: pathlib.Path
+  config: ml_collections.ConfigDict
+  info: pipeline.DatasetInfo
+  model: models.VGG
+  variables: Any
+  best_epoch: int
+
+
+def abstract_variables(model: models.VGG, image_size: int, mesh) -> Any:
+  """Shapes, dtypes and (replicated) shardings of the model's variables."""
+  images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+  shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.replicated(mesh)),
+      shapes)
+
+
+def check_same_classes(name: str, trained: pipeline.DatasetInfo,
+                       current: pipeline.DatasetInfo) -> None:
+  """Refuses a model trained on other classes (in another order) than the data's."""
+  if tuple(trained.label_names) != tuple(current.label_names):
+    raise configuration.ConfigError(
+        f'{name} was trained on {trained.num_classes} other classes than the '
+        f'{current.num_classes} of the data it is asked to predict (label names differ); '
+        'use members trained on the same dataset.')
+
+
+def _trained_info(name: str, saved: ml_collections.ConfigDict, data: ml_collections.ConfigDict,
+                  info: pipeline.DatasetInfo) -> pipeline.DatasetInfo | None:
+  """The dataset a model was trained on, or None when it cannot be read here."""
+  from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top,redefined-outer-name
+  saved_dict, data_dict = configuration.config_to_dict(saved), configuration.config_to_dict(data)
+  if all(saved_dict.get(f) == data_dict.get(f) for f in DATA_FIELDS):
+    return info
+  if not names_data(saved):
+    return None  # Trained on the official download: never download it just to compare.
+  try:
+    return pipeline.get_dataset_info(saved)
+  except (pipeline.DataError, OSError) as error:
+    # The data moved: the restore still refuses a different number of classes.
+    logging.warning('%s: cannot read the data it was trained on (%s); checking the number '
+                    'of classes only.', name, error)
+    return None
+
+
+def restore_model(name: str, workdir: str | os.PathLike, *,
+                  runtime: ml_collections.ConfigDict,
+                  data: ml_collections.ConfigDict | None = None,
+                  mesh=None) -> RestoredModel:
+  """Rebuilds a workdir's model from its saved config and restores its `best/` variables.
+
+  Args:
+    name: what messages call it.
+    workdir: the training workdir.
+    runtime: the config whose `RUNTIME_FIELDS` apply (the command line's).
+    data: the config whose data section applies; None for the workdir's own.
+    mesh: the device mesh; default all devices.
+
+  Returns:
+    The restored model.
+
+  Raises:
+    FileNotFoundError: no such workdir or no `best/` checkpoint.
+    ConfigError: a bad runtime field, or the model was trained on other classes than the
+      data's.
+  """
+  # The data pipeline (TensorFlow) is imported here, to restore a model, not with the module:
+  # export, convert and init_from read workdirs without it.
+  from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top,redefined-outer-name
+  saved = load_workdir_config(workdir, name)
+  config = resolve_config(saved, runtime, data if data is not None else saved)
+  configuration.validate_config(config)  # E.g. an eval_batch_size the devices cannot split.
+  mesh = mesh or sharding.create_mesh()
+  info = pipeline.get_dataset_info(config)
+  trained = _trained_info(name, saved, config, info)
+  if trained is not None:
+    check_same_classes(name, trained, info)
+  model = models.create_model(config.model, num_classes=info.num_classes, dtype=config.dtype)
+  abstract = abstract_variables(model, config.image_size, mesh)
+  try:
+    variables, loop = checkpointing.restore_best_variables(workdir, abstract)
+  except ValueError as error:
+    raise configuration.ConfigError(
+        f'{name}: the {BEST_DIR}/ checkpoint of {workdir} does not fit its {CONFIG_FILE} on a '
+        f'dataset of {info.num_classes} classes ({str(error).split(". ")[0]}).') from error
+  best_epoch = int(loop.get('early_stopping', {}).get('best_epoch', loop.get('epoch', 0)))
+  return RestoredModel(name=name, workdir=pathlib.Path(workdir), config=config, info=info,
+                       model=model, variables=variables, best_epoch=best_epoch)
