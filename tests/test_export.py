@@ -13,9 +13,10 @@ import converted_workdir
 import torch_models
 from vgg_flax import convert
 from vgg_flax import export
+from vgg_flax import inference
 from vgg_flax import models
 from vgg_flax import own_images
-from vgg_flax import predict
+from vgg_flax import workdir as workdirs
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -56,8 +57,8 @@ def workdir(tmp_path_factory, sample_folder, tfds_data_dir, sample_params):
 def predicted(workdir, sample_folder, tfds_data_dir):
   """`--mode=predict`'s probabilities on the sample's test JPEGs, and those images' pixels."""
   config = converted_workdir.small_config(sample_folder, tfds_data_dir)
-  restored = predict.restore_model('run', workdir, runtime=config, data=config)
-  predictions = predict.predict_split(restored, 'test')
+  restored = workdirs.restore_model('run', workdir, runtime=config, data=config)
+  predictions = inference.predict_split(restored, 'test')
   folder = pathlib.Path(sample_folder) / 'test' / 'images'
   images = np.stack([own_images.load_image(str(folder / name), (64, 64, 3))
                      for name in predictions.file_names])

@@ -11,8 +11,10 @@ import pytest
 from PIL import Image
 
 import converted_workdir
+from vgg_flax import inference
 from vgg_flax import per_class
 from vgg_flax import predict
+from vgg_flax import workdir as workdirs
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Four classes, crafted: class 0 right 3 of 4 (one taken for 2); class 1 twice taken for 2
@@ -73,8 +75,8 @@ def evaluated(tmp_path_factory, sample_folder, tfds_data_dir, sample_params):
   config = converted_workdir.small_config(sample_folder, tfds_data_dir, image_size=32)
   converted_workdir.write_workdir(workdir, config, sample_params['num_classes'], seed=3)
   results = predict.evaluate_workdir(config, str(workdir))
-  restored = predict.restore_model('run', workdir, runtime=config, data=config)
-  return workdir, results, predict.predict_split(restored, 'validation'), restored.info
+  restored = workdirs.restore_model('run', workdir, runtime=config, data=config)
+  return workdir, results, inference.predict_split(restored, 'validation'), restored.info
 
 
 def read_csv(path):

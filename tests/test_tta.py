@@ -12,9 +12,12 @@ from configs import default
 from configs import ensemble as ensemble_config
 from input_pipeline import pipeline
 from vgg_flax import configuration
+from vgg_flax import ensemble
+from vgg_flax import inference
 from vgg_flax import models
 from vgg_flax import predict
 from vgg_flax import steps
+from vgg_flax import workdir as workdirs
 
 
 def softmax(logits):
@@ -87,11 +90,11 @@ def test_old_workdir_configs_without_the_fields_still_work():
   configuration.validate_config(saved)
   runtime = default.get_config()
   runtime.tta = 'flip'
-  resolved = predict.resolve_config(saved, runtime, saved)
+  resolved = workdirs.resolve_config(saved, runtime, saved)
   assert resolved.tta == 'flip' and resolved.predict_images == ''
   # An old runtime config (without them) leaves the defaults in force.
   old_runtime = ml_collections.ConfigDict(saved.to_dict())
-  assert predict.resolve_config(saved, old_runtime, saved).get('tta', 'none') == 'none'
+  assert workdirs.resolve_config(saved, old_runtime, saved).get('tta', 'none') == 'none'
 
 
 # --- Every mode -----------------------------------------------------------------------------
@@ -108,7 +111,7 @@ def workdir(tmp_path_factory, sample_folder, tfds_data_dir, sample_params):
 def restored_with(workdir, sample_folder, tfds_data_dir, tta):
   config = converted_workdir.small_config(sample_folder, tfds_data_dir, image_size=32)
   config.tta = tta
-  return config, predict.restore_model('run', workdir, runtime=config, data=config)
+  return config, workdirs.restore_model('run', workdir, runtime=config, data=config)
 
 
 @pytest.fixture(scope='module')
@@ -120,15 +123,15 @@ def validation(workdir, sample_folder, tfds_data_dir):
   mask = np.concatenate([b['mask'] for b in batches])
   images = np.concatenate([b['image'] for b in batches])[mask]
   labels = np.concatenate([b['label'] for b in batches])[mask]
-  return (images, labels, np.exp(predict.predict_array(plain, images)),
-          np.exp(predict.predict_array(plain, images[:, :, ::-1])))
+  return (images, labels, np.exp(inference.predict_array(plain, images)),
+          np.exp(inference.predict_array(plain, images[:, :, ::-1])))
 
 
 def test_predict_with_flip_averages_the_mirror(workdir, sample_folder, tfds_data_dir,
                                                validation):
   images, _, plain, mirrored = validation
   _, flip = restored_with(workdir, sample_folder, tfds_data_dir, 'flip')
-  np.testing.assert_allclose(np.exp(predict.predict_array(flip, images)),
+  np.testing.assert_allclose(np.exp(inference.predict_array(flip, images)),
                              (plain + mirrored) / 2, atol=1e-5)
 
 
@@ -152,7 +155,7 @@ def test_ensemble_uses_and_reports_the_tta(workdir, tmp_path, validation):
   config.eval_batch_size = 16
   config.progress_bar = False
   config.tta = 'flip'
-  report = predict.predict_ensemble(config, str(tmp_path))
+  report = ensemble.predict_ensemble(config, str(tmp_path))
   assert report['tta'] == 'flip'
   assert json.loads((tmp_path / 'ensemble_report.json').read_text())['tta'] == 'flip'
   flipped = ((plain + mirrored) / 2).argmax(-1)

@@ -7,7 +7,7 @@ from configs import ensemble as ensemble_config
 from input_pipeline import pipeline
 from vgg_flax import configuration
 from vgg_flax import ensemble
-from vgg_flax import predict
+from vgg_flax import inference
 
 # Five members (rows) voting on four images (columns):
 #   image 0: 2-2-1, member 0 alone with 9; pairs 7 (members 1, 3) and 5 (members 2, 4):
@@ -67,15 +67,15 @@ def test_config_tie_break_is_checked():
     ensemble.tie_break_of(config)
 
 
-def split_predictions(classes: np.ndarray, num_classes: int) -> predict.SplitPredictions:
+def split_predictions(classes: np.ndarray, num_classes: int) -> inference.SplitPredictions:
   """One member's predictions of `classes` as confident log-probabilities."""
   log_probs = np.full((len(classes), num_classes), -10.0, np.float32)
   log_probs[np.arange(len(classes)), classes] = -0.01
   names = np.array([f'test_{i}.JPEG' for i in range(len(classes))], dtype=object)
-  return predict.SplitPredictions(split='test', file_names=names,
-                                  labels=np.full(len(classes), -1, np.int32),
-                                  log_probs=log_probs, images=np.zeros((0,), np.uint8),
-                                  image_names=np.zeros((0,), object))
+  return inference.SplitPredictions(split='test', file_names=names,
+                                    labels=np.full(len(classes), -1, np.int32),
+                                    log_probs=log_probs, images=np.zeros((0,), np.uint8),
+                                    image_names=np.zeros((0,), object))
 
 
 @pytest.mark.parametrize('rule,expected', [('first_member', [7, 8, 4, 6]),

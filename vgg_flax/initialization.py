@@ -9,7 +9,6 @@ differs, or always with `init_head=False`; every other layer must fit the config
 A workdir that already holds checkpoints is resumed instead; `vgg_flax.train` decides that.
 """
 
-import json
 import os
 import pathlib
 from typing import Any
