@@ -59,7 +59,8 @@ class RestoredModel:
     name: how messages and CSV columns call it (a member name, or the workdir).
     workdir: the training workdir.
     config: the workdir's saved config with the runtime and data fields resolved.
-    info: the dataset it predicts on.
+    dataset: the dataset it predicts on.
+    info: `dataset.info`.
     model: the VGG module built from `config.model`.
     variables: params and BatchNorm statistics of the best epoch, replicated.
     best_epoch: the epoch the `best/` checkpoint was saved after.
@@ -67,6 +68,7 @@ class RestoredModel:
   name: str
   workdir: pathlib.Path
   config: ml_collections.ConfigDict
+  dataset: pipeline.Dataset
   info: pipeline.DatasetInfo
   model: models.VGG
   variables: Any
@@ -185,7 +187,7 @@ def _trained_info(name: str, saved: ml_collections.ConfigDict, data: ml_collecti
 def restore_model(name: str, workdir: str | os.PathLike, *,
                   runtime: ml_collections.ConfigDict,
                   data: ml_collections.ConfigDict | None = None,
-                  mesh=None) -> RestoredModel:
+                  mesh=None, dataset: pipeline.Dataset | None = None) -> RestoredModel:
   """Rebuilds a workdir's model from its saved config and restores its `best/` variables.
 
   Args:
@@ -194,6 +196,8 @@ def restore_model(name: str, workdir: str | os.PathLike, *,
     runtime: the config whose `RUNTIME_FIELDS` apply (the command line's).
     data: the config whose data section applies; None for the workdir's own.
     mesh: the device mesh; default all devices.
+    dataset: the opened data of `data`'s data section (shared by ensemble members); None
+      opens it.
 
   Returns:
     The restored model.
@@ -207,7 +211,8 @@ def restore_model(name: str, workdir: str | os.PathLike, *,
   config = resolve_config(saved, runtime, data if data is not None else saved)
   configuration.validate_config(config)  # E.g. an eval_batch_size the devices cannot split.
   mesh = mesh or sharding.create_mesh()
-  info = pipeline.get_dataset_info(config)
+  dataset = dataset or pipeline.open_dataset(config)
+  info = dataset.info
   trained = _trained_info(name, saved, config, info)
   if trained is not None:
     check_same_classes(name, trained, info)
@@ -220,7 +225,8 @@ def restore_model(name: str, workdir: str | os.PathLike, *,
         f'{name}: the best/ checkpoint of {workdir} does not fit its config.json on a '
         f'dataset of {info.num_classes} classes ({str(error).split(". ")[0]}).') from error
   best_epoch = int(loop.get('early_stopping', {}).get('best_epoch', loop.get('epoch', 0)))
-  return RestoredModel(name=name, workdir=pathlib.Path(workdir), config=config, info=info,
+  return RestoredModel(name=name, workdir=pathlib.Path(workdir), config=config,
+                       dataset=dataset, info=info,
                        model=model, variables=variables, best_epoch=best_epoch)
 
 
@@ -293,7 +299,7 @@ def predict_split(restored: RestoredModel, split: str, *, mesh=None,
   batch_sharding = sharding.data_sharding(mesh)
   step = create_predict_step(restored, mesh)
   parts, images, image_names = [], [], []
-  for batch in pipeline.eval_batches(config, info, split):
+  for batch in restored.dataset.eval_batches(config, split):
     global_batch = sharding.to_global_batch(batch, batch_sharding, keys=('image',))
     log_probs = step(restored.variables, global_batch['image'])
     rows = _gather({'label': batch['label'], 'mask': batch['mask'],

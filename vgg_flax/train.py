@@ -66,7 +66,8 @@ class LoopState:
 class Trainer:
   """The compiled pieces of a run, built once by `create_trainer`."""
   config: ml_collections.ConfigDict
-  info: Any  # pipeline.DatasetInfo
+  dataset: pipeline.Dataset
+  info: pipeline.DatasetInfo
   model: models.VGG
   mesh: jax.sharding.Mesh
   state: steps.TrainState
@@ -77,9 +78,10 @@ class Trainer:
   eval_step: Callable
 
 
-def create_trainer(config: ml_collections.ConfigDict, info=None) -> Trainer:
+def create_trainer(config: ml_collections.ConfigDict, dataset=None) -> Trainer:
   """Builds the model, the sharded train state and the jitted steps for a config."""
-  info = info or pipeline.get_dataset_info(config)
+  dataset = dataset or pipeline.open_dataset(config)
+  info = dataset.info
   model = models.create_model(config.model, num_classes=info.num_classes, dtype=config.dtype,
                               cpu_conv_grad=config.get('cpu_conv_grad', 'xla'))
   mesh = sharding.create_mesh()
@@ -89,7 +91,7 @@ def create_trainer(config: ml_collections.ConfigDict, info=None) -> Trainer:
   state, state_sharding = steps.create_sharded_train_state(
       model, tx, jax.random.key(config.seed), config.image_size, mesh)
   return Trainer(
-      config=config, info=info, model=model, mesh=mesh, state=state,
+      config=config, dataset=dataset, info=info, model=model, mesh=mesh, state=state,
       state_sharding=state_sharding, steps_per_epoch=steps_per_epoch,
       learning_rate_fn=learning_rate_fn,
       train_step=steps.jit_train_step(config, learning_rate_fn, state_sharding, mesh),
@@ -100,7 +102,7 @@ def evaluate_split(trainer: Trainer, state: steps.TrainState, split: str) -> dic
   """Loss, top-1 and top-5 accuracy over a whole split, every example counted once."""
   batch_sharding = sharding.data_sharding(trainer.mesh)
   merged = None
-  for batch in pipeline.eval_batches(trainer.config, trainer.info, split):
+  for batch in trainer.dataset.eval_batches(trainer.config, split):
     batch_metrics = trainer.eval_step(state, sharding.to_global_batch(batch, batch_sharding))
     merged = batch_metrics if merged is None else merged.merge(batch_metrics)
     interrupts.check()
@@ -137,7 +139,7 @@ def train_epoch(trainer: Trainer, state: steps.TrainState, epoch: int, writer,
   bar = _progress_bar(config, trainer.steps_per_epoch, epoch)
   # Counted on the host: reading `state.step` would wait for each step to finish.
   step = int(state.step)
-  for batch in pipeline.train_batches(config, trainer.info, epoch=epoch):
+  for batch in trainer.dataset.train_batches(config, epoch=epoch):
     state, step_metrics = trainer.train_step(state,
                                              sharding.to_global_batch(batch, batch_sharding))
     epoch_metrics = step_metrics if epoch_metrics is None else epoch_metrics.merge(step_metrics)
