@@ -55,11 +55,11 @@ def bench_config(args):
   return config
 
 
-def timed_epoch(config, info, epoch, augment) -> float:
+def timed_epoch(config, dataset, epoch, augment) -> float:
   """Images a second of one epoch, host pipeline plus on-device augmentation."""
   rng = jax.random.key(epoch)
   start, count = time.perf_counter(), 0
-  for step, batch in enumerate(pipeline.train_batches(config, info, epoch=epoch)):
+  for step, batch in enumerate(dataset.train_batches(config, epoch=epoch)):
     augment(jnp.asarray(batch['image']), rng=jax.random.fold_in(rng, step)).block_until_ready()
     count += len(batch['image'])
   return count / (time.perf_counter() - start)
@@ -69,7 +69,8 @@ def main():
   args = parse_args()
   config = bench_config(args)
   start = time.perf_counter()
-  info = pipeline.get_dataset_info(config)
+  dataset = pipeline.open_dataset(config)
+  info = dataset.info
   print(f'sample + prepare: {time.perf_counter() - start:.1f} s '
         f'({info.split_sizes["train"]} train images)')
   augment = jax.jit(functools.partial(
@@ -79,9 +80,9 @@ def main():
   augment(jnp.zeros((args.batch_size,) + info.image_shape, jnp.uint8),
           rng=jax.random.key(0)).block_until_ready()
   for epoch in range(args.epochs):
-    cached = pipeline.use_cache(config, info, config.train_split)
+    cached = dataset.use_cache(config, config.train_split)
     kind = 'streamed' if not cached else 'first (decoding)' if epoch == 0 else 'cached'
-    rate = timed_epoch(config, info, epoch, augment)
+    rate = timed_epoch(config, dataset, epoch, augment)
     print(f'epoch {epoch} {kind}: {rate:,.0f} img/s (batch {args.batch_size}, flip + crop '
           f'{config.augment.crop_padding} on {jax.devices()[0].platform})')
 
