@@ -76,7 +76,7 @@ def test_sample_jpegs_read_to_the_pixels_the_pipeline_gives(sample_folder, tfds_
       if real:
         np.testing.assert_array_equal(own_images.load_image(str(folder / name), SHAPE), image)
         compared += 1
-  assert compared == info.split_sizes['test']
+  assert compared == dataset.info.split_sizes['test']
 
 
 @pytest.mark.parametrize('mode,size,fmt', [('RGBA', (100, 37), 'PNG'), ('CMYK', (80, 80), 'JPEG'),
