@@ -211,7 +211,7 @@ def restore_model(name: str, workdir: str | os.PathLike, *,
   config = resolve_config(saved, runtime, data if data is not None else saved)
   configuration.validate_config(config)  # E.g. an eval_batch_size the devices cannot split.
   mesh = mesh or sharding.create_mesh()
-  dataset = dataset or pipeline.open_dataset(config)
+  dataset = pipeline.open_dataset(config) if dataset is None else dataset
   info = dataset.info
   trained = _trained_info(name, saved, config, info)
   if trained is not None:

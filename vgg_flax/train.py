@@ -80,7 +80,7 @@ class Trainer:
 
 def create_trainer(config: ml_collections.ConfigDict, dataset=None) -> Trainer:
   """Builds the model, the sharded train state and the jitted steps for a config."""
-  dataset = dataset or pipeline.open_dataset(config)
+  dataset = pipeline.open_dataset(config) if dataset is None else dataset
   info = dataset.info
   model = models.create_model(config.model, num_classes=info.num_classes, dtype=config.dtype,
                               cpu_conv_grad=config.get('cpu_conv_grad', 'xla'))
