@@ -72,6 +72,20 @@ def test_streamed_order_is_a_function_of_seed_and_epoch(streaming):
   assert epoch_digests(streaming, dataset, epoch=1) != first
 
 
+def test_streamed_shares_of_two_processes_cover_each_image_once(streaming, monkeypatch):
+  dataset = pipeline.open_dataset(streaming)
+  stored = stored_train_digests(streaming, dataset)
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  shares = []
+  for index in (0, 1):
+    monkeypatch.setattr(jax, 'process_index', lambda index=index: index)
+    batches = list(dataset.train_batches(streaming, epoch=0))
+    assert len(batches) == 6 and batches[0]['image'].shape == (8, 64, 64, 3)
+    shares.append([d for b in batches for d in digests(b['image'])])
+  assert set(shares[0]).isdisjoint(shares[1])
+  assert sorted(shares[0] + shares[1]) == sorted(stored)
+
+
 def params_of(state):
   return jax.tree.map(np.asarray, (state.params, state.batch_stats, state.opt_state))
 
