@@ -5,7 +5,8 @@ cached (`config.cache`), its decoded uint8 images stay in memory after the first
 cached train epochs then gather each batch from a seeded permutation (numpy), which is
 several times faster than shuffling tf.data elements one by one. Uncached splits stream from
 the TFRecords every epoch (shards in a seeded order, read in parallel, a bounded shuffle
-buffer, prefetch), so memory does not grow with the dataset. `cache='auto'` (the default)
+buffer of serialized records, parsed and decoded a batch at a time, prefetch), so memory
+does not grow with the dataset. `cache='auto'` (the default)
 caches a split only when its decoded images fit `config.cache_max_gib`. Flip, crop, resize
 and normalisation run on the device inside the jitted step (`vgg_flax.preprocess`), which
 is both faster and gives every image its own random crop and flip.
@@ -63,7 +64,7 @@ hide_gpus_from_tf()
 CACHE_CHOICES = (True, False, 'auto')
 # `config.cache_max_gib` of workdirs saved before the field existed.
 DEFAULT_CACHE_MAX_GIB = 4.0
-# Encoded examples in the streaming shuffle buffer: bounded, so memory does not grow with the
+# Serialized examples in the streaming shuffle buffer: bounded, so memory does not grow with the
 # dataset (about 50 MB of Tiny ImageNet's JPEGs).
 SHUFFLE_BUFFER = 20_000
 # Shards read at once while streaming, one example from each in turn.
