@@ -25,7 +25,6 @@ from absl import flags
 from absl import logging
 import jax
 from ml_collections import config_flags
-import tensorflow as tf
 
 from vgg_flax import cli
 from vgg_flax import configuration
@@ -96,8 +95,6 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   initialize_processes()
-  # TensorFlow only feeds data: keep it off the GPUs so JAX has their memory.
-  tf.config.experimental.set_visible_devices([], 'GPU')
   logging.get_absl_handler().addFilter(_QuietLibraries())
   logging.info('JAX process %d/%d, local devices: %s', jax.process_index(),
                jax.process_count(), jax.local_devices())

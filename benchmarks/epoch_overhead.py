@@ -24,7 +24,6 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-position
-from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vgg_flax import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vgg_flax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -76,7 +75,7 @@ def time_steps(trainer, state, epoch: int):
   """The sum of the epoch's step times, each step blocked, batches on the device first."""
   batch_sharding = sharding.data_sharding(trainer.mesh)
   batches = [sharding.to_global_batch(b, batch_sharding)
-             for b in pipeline.train_batches(trainer.config, trainer.info, epoch=epoch)]
+             for b in trainer.dataset.train_batches(trainer.config, epoch=epoch)]
   jax.block_until_ready(batches)
   total = 0.0
   for batch in batches:

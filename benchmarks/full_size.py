@@ -118,12 +118,12 @@ def child_config(args):
   return config
 
 
-def timed_input_epoch(config, info, epoch: int, augment) -> tuple[float, float]:
+def timed_input_epoch(config, dataset, epoch: int, augment) -> tuple[float, float]:
   """Images a second of one train epoch (host pipeline plus on-device augmentation), and
   the largest resident memory seen every 100 batches."""
   rng = jax.random.key(epoch)
   start, count, largest_rss = time.perf_counter(), 0, 0.0
-  for step, batch in enumerate(pipeline.train_batches(config, info, epoch=epoch)):
+  for step, batch in enumerate(dataset.train_batches(config, epoch=epoch)):
     augment(jnp.asarray(batch['image']), rng=jax.random.fold_in(rng, step)).block_until_ready()
     count += len(batch['image'])
     if step % 100 == 0:
@@ -135,14 +135,16 @@ def input_job(args, cache: bool, epochs: int) -> dict:
   """Train input img/s per epoch (epoch 0 decodes) and this process's peak RSS."""
   config = child_config(args)
   config.cache = cache
-  info = pipeline.get_dataset_info(config)
+  dataset = pipeline.open_dataset(config)
+  info = dataset.info
   augment = jax.jit(functools.partial(
       preprocess, image_size=config.image_size, flip=True,
       crop_padding=config.augment.crop_padding))
   augment(jnp.zeros((args.batch_size,) + info.image_shape, jnp.uint8),
           rng=jax.random.key(0)).block_until_ready()  # Compiled before timing.
   rss_before = rss_mib()
-  rates, rss = zip(*[timed_input_epoch(config, info, epoch, augment) for epoch in range(epochs)])
+  rates, rss = zip(*[timed_input_epoch(config, dataset, epoch, augment)
+                     for epoch in range(epochs)])
   return {'train_images': info.split_sizes['train'], 'epoch_img_s': rates,
           'rss_before_input_mib': rss_before, 'epoch_rss_mib': rss,
           'peak_rss_mib': peak_rss_mib()}

@@ -5,7 +5,8 @@ cached (`config.cache`), its decoded uint8 images stay in memory after the first
 cached train epochs then gather each batch from a seeded permutation (numpy), which is
 several times faster than shuffling tf.data elements one by one. Uncached splits stream from
 the TFRecords every epoch (shards in a seeded order, read in parallel, a bounded shuffle
-buffer, prefetch), so memory does not grow with the dataset. `cache='auto'` (the default)
+buffer of serialized records, parsed and decoded a batch at a time, prefetch), so memory
+does not grow with the dataset. `cache='auto'` (the default)
 caches a split only when its decoded images fit `config.cache_max_gib`. Flip, crop, resize
 and normalisation run on the device inside the jitted step (`vgg_flax.preprocess`), which
 is both faster and gives every image its own random crop and flip.
@@ -19,10 +20,14 @@ the two orders differ, each is a function of (seed, epoch), so resuming is exact
 Streaming mixes examples within the buffer only: a dataset stored in class order (as the
 `tiny_imagenet` builder stores train, to keep file-name order for evaluation) is mixed less
 than by the cache's full permutation.
+
+A run opens its data once (`open_dataset`) and passes the `Dataset` down: it owns the
+prepared builder, its info and what is decoded into memory, so the module keeps no state.
+Importing this module keeps TensorFlow off the accelerators (`hide_gpus_from_tf`), the one
+place that does: every TensorFlow user of the project imports it.
 """
 
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -52,21 +57,14 @@ def hide_gpus_from_tf() -> None:
     pass  # TF has already set up its devices; it is too late to change them.
 
 
+# Before any TensorFlow op: TF sets up its devices once, at the first op.
 hide_gpus_from_tf()
-
-# Decoded data by (prepared data path, split, process index, process count), built once per
-# process, so that what the first epoch decodes serves the later ones: tf.data datasets
-# with an in-memory cache for evaluation, numpy arrays for training.
-_DECODED: dict[tuple, tf.data.Dataset] = {}
-_ARRAYS: dict[tuple, dict[str, np.ndarray]] = {}
-# Cache choices already logged, by (split, decoded bytes, budget), so each is logged once.
-_LOGGED_CHOICES: set[tuple] = set()
 
 # `config.cache` values: keep decoded splits in memory, stream them, or decide by size.
 CACHE_CHOICES = (True, False, 'auto')
 # `config.cache_max_gib` of workdirs saved before the field existed.
 DEFAULT_CACHE_MAX_GIB = 4.0
-# Encoded examples in the streaming shuffle buffer: bounded, so memory does not grow with the
+# Serialized examples in the streaming shuffle buffer: bounded, so memory does not grow with the
 # dataset (about 50 MB of Tiny ImageNet's JPEGs).
 SHUFFLE_BUFFER = 20_000
 # Shards read at once while streaming, one example from each in turn.
@@ -142,17 +140,16 @@ def generate_sample(config: ml_collections.ConfigDict) -> pathlib.Path:
 
 
 def load_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
-  """The prepared builder of `config.dataset` (prepares it on first use)."""
+  """The prepared builder of `config.dataset` (prepares it on first use; `open_dataset`)."""
   if not config.progress_bar:
     tfds.disable_progress_bar()
   return prepared_builder(config.dataset, resolve_data_source(config), data_dir(config),
                           config.skip_corrupt)
 
 
-@functools.lru_cache(maxsize=16)
 def prepared_builder(dataset: str, source: str, directory: str,
                      skip_corrupt: bool) -> tfds.core.DatasetBuilder:
-  """Makes and prepares a builder once per process (each epoch asks for it again).
+  """Makes a builder and prepares its data unless a complete copy is already there.
 
   With several processes, process 0 prepares first and the others wait for it: on a
   shared file system they then find the data ready; with a disk per host they prepare
@@ -204,16 +201,9 @@ def half_prepared(folder: pathlib.Path) -> str | None:
   return None
 
 
-def get_dataset_info(config: ml_collections.ConfigDict) -> DatasetInfo:
-  """Prepares the dataset if needed and describes it.
-
-  Args:
-    config: the run's config (`dataset`, `data_source`, `data_dir`, `sample`, ...).
-
-  Returns:
-    The dataset's classes, split sizes and image shape.
-  """
-  info = load_builder(config).info
+def describe(builder: tfds.core.DatasetBuilder) -> DatasetInfo:
+  """A prepared builder's classes, split sizes and image shape."""
+  info = builder.info
   label_names = tuple(info.features['label'].names)
   metadata = info.metadata or {}
   return DatasetInfo(
@@ -222,6 +212,34 @@ def get_dataset_info(config: ml_collections.ConfigDict) -> DatasetInfo:
       label_names=label_names,
       split_sizes={name: split.num_examples for name, split in info.splits.items()},
       image_shape=tuple(info.features['image'].shape))
+
+
+def open_dataset(config: ml_collections.ConfigDict) -> 'Dataset':
+  """Prepares the dataset if needed and opens it for one run (see `Dataset`).
+
+  Args:
+    config: the run's config (`dataset`, `data_source`, `data_dir`, `skip_corrupt`,
+      `sample`, `progress_bar`).
+
+  Returns:
+    The dataset, to create once and pass to whatever reads batches.
+  """
+  return Dataset(load_builder(config))
+
+
+def get_dataset_info(config: ml_collections.ConfigDict) -> DatasetInfo:
+  """Prepares the dataset if needed and describes it (`open_dataset(config).info`).
+
+  For callers that need only the classes and split sizes; whoever reads batches keeps the
+  `Dataset` of `open_dataset` instead, so that its decoded splits are reused.
+
+  Args:
+    config: the run's config (`dataset`, `data_source`, `data_dir`, `sample`, ...).
+
+  Returns:
+    The dataset's classes, split sizes and image shape.
+  """
+  return open_dataset(config).info
 
 
 def split_size(info: DatasetInfo, split: str) -> int:
@@ -319,147 +337,203 @@ def use_cache(config: ml_collections.ConfigDict, info: DatasetInfo, split: str) 
 
   Returns:
     `config.cache` when it is True or False; with 'auto', whether this process's decoded
-    share of the split fits `config.cache_max_gib` (the choice is logged once).
+    share of the split fits `config.cache_max_gib` (`Dataset.use_cache` logs the choice).
   """
   if config.cache is True or config.cache is False:
     return config.cache
-  budget = config.get('cache_max_gib', DEFAULT_CACHE_MAX_GIB)
-  size = decoded_bytes(info, split)
-  fits = size <= budget * 2**30
-  if (split, size, budget) not in _LOGGED_CHOICES:
-    _LOGGED_CHOICES.add((split, size, budget))
-    logging.info("cache='auto': split %r decodes to %.2f GiB, %s cache_max_gib=%g: %s.",
-                 split, size / 2**30, 'within' if fits else 'over', budget,
-                 'caching it in memory' if fits else 'streaming it from the TFRecords')
-  return fits
+  return decoded_bytes(info, split) <= cache_budget(config) * 2**30
 
 
-def decoded_split(builder: tfds.core.DatasetBuilder, split: str,
-                  cache: bool) -> tf.data.Dataset:
-  """This process's share of a split, decoded; with `cache`, decoded once per process."""
-  if not cache:
-    return read_split(builder, split).map(decode_fn(builder), num_parallel_calls=tf.data.AUTOTUNE)
-  key = (os.fspath(builder.data_path), split, jax.process_index(), jax.process_count())
-  if key not in _DECODED:
-    _DECODED[key] = read_split(builder, split).map(
-        decode_fn(builder), num_parallel_calls=tf.data.AUTOTUNE).cache()
-  return _DECODED[key]
+def cache_budget(config: ml_collections.ConfigDict) -> float:
+  """`config.cache_max_gib`, or its default for configs saved before the field existed."""
+  return config.get('cache_max_gib', DEFAULT_CACHE_MAX_GIB)
 
 
-def cached_arrays(builder: tfds.core.DatasetBuilder, split: str) -> dict[str, np.ndarray]:
-  """This process's share of a split, decoded into memory once per process.
+def share_key(split: str) -> tuple[str, int, int]:
+  """Names this process's share of a split: what a decoded cache holds."""
+  return split, jax.process_index(), jax.process_count()
 
-  Cached epochs index these arrays with a permutation instead of shuffling tf.data
-  elements one by one: the per-element work of tf.data is what limits a cached epoch.
+
+class Dataset:
+  """A prepared dataset, opened once per run (`open_dataset`) and passed to its readers.
+
+  It owns everything that outlives one epoch, so that what the first epoch decodes serves
+  the later ones and nothing is kept in module globals: the prepared builder, its `info`,
+  the decoded splits of this process (numpy arrays for cached train epochs, tf.data datasets
+  with an in-memory cache for evaluation) and the `cache='auto'` choices already logged.
+  Two Datasets share nothing; dropping one frees its decoded splits.
+
+  The config passed to each method supplies what may change between calls (batch sizes,
+  seed, cache, splits); the data itself is the one the Dataset was opened on.
+
+  Attributes:
+    builder: the prepared TFDS builder.
+    info: its classes, split sizes and image shape.
   """
-  key = (os.fspath(builder.data_path), split, jax.process_index(), jax.process_count())
-  if key not in _ARRAYS:
-    share = process_share(builder.info.splits[split].num_examples)
-    shape = builder.info.features['image'].shape
-    arrays = {'image': np.empty((share, *shape), np.uint8), 'label': np.empty(share, np.int32)}
-    ds = read_split(builder, split).map(decode_fn(builder), num_parallel_calls=tf.data.AUTOTUNE)
-    start = 0
-    for chunk in ds.batch(1024).prefetch(2).as_numpy_iterator():
-      end = start + len(chunk['label'])
-      arrays['image'][start:end], arrays['label'][start:end] = chunk['image'], chunk['label']
-      start = end
-    _ARRAYS[key] = arrays
-  return _ARRAYS[key]
+
+  def __init__(self, builder: tfds.core.DatasetBuilder):
+    self.builder = builder
+    self.info = describe(builder)
+    # By `share_key`: eval splits cached by tf.data, train splits as numpy arrays.
+    self._decoded: dict[tuple, tf.data.Dataset] = {}
+    self._arrays: dict[tuple, dict[str, np.ndarray]] = {}
+    # By (split, decoded bytes, budget), so each choice is logged once.
+    self._logged_choices: set[tuple] = set()
+
+  def use_cache(self, config: ml_collections.ConfigDict, split: str) -> bool:
+    """`use_cache` for this dataset; a `cache='auto'` choice is logged once per Dataset."""
+    fits = use_cache(config, self.info, split)
+    if config.cache == 'auto':
+      choice = (split, decoded_bytes(self.info, split), cache_budget(config))
+      if choice not in self._logged_choices:
+        self._logged_choices.add(choice)
+        logging.info("cache='auto': split %r decodes to %.2f GiB, %s cache_max_gib=%g: %s.",
+                     split, choice[1] / 2**30, 'within' if fits else 'over', choice[2],
+                     'caching it in memory' if fits else 'streaming it from the TFRecords')
+    return fits
+
+  def decoded_split(self, split: str, cache: bool) -> tf.data.Dataset:
+    """This process's share of a split, decoded; with `cache`, decoded once per Dataset."""
+    if not cache:
+      return read_split(self.builder, split).map(decode_fn(self.builder),
+                                                 num_parallel_calls=tf.data.AUTOTUNE)
+    key = share_key(split)
+    if key not in self._decoded:
+      self._decoded[key] = read_split(self.builder, split).map(
+          decode_fn(self.builder), num_parallel_calls=tf.data.AUTOTUNE).cache()
+    return self._decoded[key]
+
+  def cached_arrays(self, split: str) -> dict[str, np.ndarray]:
+    """This process's share of a split, decoded into memory once per Dataset.
+
+    Cached epochs index these arrays with a permutation instead of shuffling tf.data
+    elements one by one: the per-element work of tf.data is what limits a cached epoch.
+    """
+    key = share_key(split)
+    if key not in self._arrays:
+      self._arrays[key] = decode_to_arrays(self.builder, split)
+    return self._arrays[key]
+
+  def train_batches(self, config: ml_collections.ConfigDict, *,
+                    epoch: int) -> Iterator[dict[str, np.ndarray]]:
+    """This process's train batches of one epoch.
+
+    Args:
+      config: uses `train_split`, `batch_size`, `seed`, `cache`, `cache_max_gib`,
+        `steps_per_epoch`.
+      epoch: the epoch; with `config.seed` it fixes the order.
+
+    Yields:
+      Exactly `train_steps_per_epoch` batches of `batch_size // process_count` examples:
+      {'image': uint8 (b, H, W, 3) at stored size, 'label': int32 (b,)}.
+    """
+    steps = train_steps_per_epoch(config, self.info)
+    batch_size = local_batch_size(config.batch_size, 'batch_size')
+    if self.use_cache(config, config.train_split):
+      arrays = self.cached_arrays(config.train_split)
+      order = np.random.default_rng([config.seed, epoch]).permutation(len(arrays['label']))
+      for step in range(steps):
+        indices = order[step * batch_size:(step + 1) * batch_size]
+        yield {'image': arrays['image'][indices], 'label': arrays['label'][indices]}
+      return
+    yield from streamed_batches(self.builder, config.train_split, epoch_seed(config.seed, epoch),
+                                batch_size, steps)
+
+  def eval_batches(self, config: ml_collections.ConfigDict,
+                   split: str) -> Iterator[dict[str, np.ndarray]]:
+    """This process's eval batches of a split, in stored order, padded to full batches.
+
+    Args:
+      config: uses `eval_batch_size`, `cache` and `cache_max_gib`.
+      split: the split to read, e.g. `config.eval_split`.
+
+    Yields:
+      `num_eval_batches` batches of `eval_batch_size // process_count` examples:
+      {'image': uint8, 'label': int32 (-1 unlabelled or padding), 'mask': bool (False on
+      padding), 'file_name': object array of str ('' on padding)}.
+    """
+    num_batches = num_eval_batches(config, self.info, split)
+    batch_size = local_batch_size(config.eval_batch_size, 'eval_batch_size')
+    ds = self.decoded_split(split, cache=self.use_cache(config, split))
+    ds = ds.map(lambda ex: {**ex, 'mask': True})
+    padding = tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype),
+                                    ds.element_spec)
+    padding['label'] = tf.constant(-1)
+    share = process_share(self.info.split_sizes[split])
+    ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat(
+        num_batches * batch_size - share))
+    ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    for batch in ds.as_numpy_iterator():
+      batch['file_name'] = np.array([f.decode() for f in batch['file_name']], dtype=object)
+      yield batch
 
 
-class _DropOrderingWarning:  # pylint: disable=too-few-public-methods
-  """Drops TFDS's warning that an ordered dataset is read out of order: here it is meant."""
-
-  def filter(self, record) -> bool:
-    return not record.getMessage().startswith('Dataset is an ordered dataset')
+def decode_to_arrays(builder: tfds.core.DatasetBuilder, split: str) -> dict[str, np.ndarray]:
+  """This process's share of a split, decoded into numpy arrays (what a cache keeps)."""
+  share = process_share(builder.info.splits[split].num_examples)
+  shape = builder.info.features['image'].shape
+  arrays = {'image': np.empty((share, *shape), np.uint8), 'label': np.empty(share, np.int32)}
+  ds = read_split(builder, split).map(decode_fn(builder), num_parallel_calls=tf.data.AUTOTUNE)
+  start = 0
+  for chunk in ds.batch(1024).prefetch(2).as_numpy_iterator():
+    end = start + len(chunk['label'])
+    arrays['image'][start:end], arrays['label'][start:end] = chunk['image'], chunk['label']
+    start = end
+  return arrays
 
 
 def streamed_split(builder: tfds.core.DatasetBuilder, split: str, seed: int) -> tf.data.Dataset:
-  """This process's share of a split, encoded, in an order fixed by `seed`.
+  """This process's share of a split as serialized records, in an order fixed by `seed`.
 
-  The shards are shuffled with `seed` and read `INTERLEAVE_CYCLE` at a time, in parallel,
-  one example from each in turn; a buffer of `SHUFFLE_BUFFER` examples, seeded too, mixes
-  them further. Every op is deterministic, so the same seed gives the same order.
+  The TFRecord shards (this process's part of each, as TFDS assigns it) are shuffled with
+  `seed` and read `INTERLEAVE_CYCLE` at a time, in parallel, one record from each in turn; a
+  buffer of `SHUFFLE_BUFFER` records, seeded too, mixes them further. Every op is
+  deterministic, so the same seed gives the same order. Records stay serialized until they
+  are batched (`parse_batch`): tf.data's work per element, not the JPEG decoding, is what
+  limits streaming (`python benchmarks/input_pipeline.py --stages`).
+
+  Raises:
+    DataError: the dataset is stored in another format than TFRecord.
   """
-  options = tf.data.Options()
-  options.deterministic = True
-  read_config = tfds.ReadConfig(
-      try_autocache=False, shuffle_seed=seed, interleave_cycle_length=INTERLEAVE_CYCLE,
-      interleave_block_length=1, options=options,
-      enable_ordering_guard=False)  # Training needs no stored order, only a seeded one.
-  quiet = _DropOrderingWarning()
-  logging.get_absl_logger().addFilter(quiet)
-  try:
-    ds = builder.as_dataset(
-        split=tfds.split_for_jax_process(split), shuffle_files=True,
-        decoders={'image': tfds.decode.SkipDecoding()}, read_config=read_config)
-  finally:
-    logging.get_absl_logger().removeFilter(quiet)
+  if builder.info.file_format not in (None, tfds.core.FileFormat.TFRECORD):
+    raise DataError(f'{builder.name} is stored as {builder.info.file_format.value}; '
+                    'streaming (config.cache=False) reads TFRecord datasets only: use '
+                    'config.cache=True.')
+  instructions = builder.info.splits[tfds.split_for_jax_process(split)].file_instructions
+  files = [os.path.join(builder.data_path, os.path.basename(i.filename)) for i in instructions]
+  skips = np.array([i.skip for i in instructions], np.int64)
+  takes = np.array([i.take for i in instructions], np.int64)
+  shards = tf.data.Dataset.from_tensor_slices((files, skips, takes))
+  shards = shards.shuffle(len(files), seed=seed, reshuffle_each_iteration=False)
+  ds = shards.interleave(
+      lambda path, skip, take: tf.data.TFRecordDataset(path).skip(skip).take(take),
+      cycle_length=INTERLEAVE_CYCLE, block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=True)
   return ds.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=False)
 
 
-def train_batches(config: ml_collections.ConfigDict, info: DatasetInfo, *,
-                  epoch: int) -> Iterator[dict[str, np.ndarray]]:
-  """This process's train batches of one epoch.
+def parse_batch(builder: tfds.core.DatasetBuilder):
+  """Maps a batch of serialized examples to {'image': uint8 (b, H, W, C), 'label': int32}.
 
-  Args:
-    config: uses `train_split`, `batch_size`, `seed`, `cache`, `cache_max_gib`,
-      `steps_per_epoch`.
-    info: from `get_dataset_info`.
-    epoch: the epoch; with `config.seed` it fixes the order.
-
-  Yields:
-    Exactly `train_steps_per_epoch` batches of `batch_size // process_count` examples:
-    {'image': uint8 (b, H, W, 3) at stored size, 'label': int32 (b,)}.
+  One op parses the whole batch and one decodes its images, instead of one of each per
+  example. TFDS stores an image feature as its encoded bytes and a class label as int64.
   """
-  steps = train_steps_per_epoch(config, info)
-  batch_size = local_batch_size(config.batch_size, 'batch_size')
-  builder = load_builder(config)
-  if use_cache(config, info, config.train_split):
-    arrays = cached_arrays(builder, config.train_split)
-    order = np.random.default_rng([config.seed, epoch]).permutation(len(arrays['label']))
-    for step in range(steps):
-      indices = order[step * batch_size:(step + 1) * batch_size]
-      yield {'image': arrays['image'][indices], 'label': arrays['label'][indices]}
-    return
-  # Shuffle the small encoded records, then decode.
-  decode = decode_fn(builder)
+  image = builder.info.features['image']
+  spec = {'image': tf.io.FixedLenFeature([], tf.string),
+          'label': tf.io.FixedLenFeature([], tf.int64)}
 
-  def decode_for_training(example):
-    decoded = decode(example)
-    return {'image': decoded['image'], 'label': decoded['label']}
+  def parse(serialized):
+    examples = tf.io.parse_example(serialized, spec)
+    return {'image': tf.map_fn(image.decode_example, examples['image'],
+                               fn_output_signature=tf.uint8),
+            'label': tf.cast(examples['label'], tf.int32)}
 
-  ds = streamed_split(builder, config.train_split, epoch_seed(config.seed, epoch))
-  ds = ds.map(decode_for_training, num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.batch(batch_size, drop_remainder=True).take(steps).prefetch(tf.data.AUTOTUNE)
-  yield from ds.as_numpy_iterator()
+  return parse
 
 
-def eval_batches(config: ml_collections.ConfigDict, info: DatasetInfo,
-                 split: str) -> Iterator[dict[str, np.ndarray]]:
-  """This process's eval batches of a split, in stored order, padded to full batches.
-
-  Args:
-    config: uses `eval_batch_size`, `cache` and `cache_max_gib`.
-    info: from `get_dataset_info`.
-    split: the split to read, e.g. `config.eval_split`.
-
-  Yields:
-    `num_eval_batches` batches of `eval_batch_size // process_count` examples:
-    {'image': uint8, 'label': int32 (-1 unlabelled or padding), 'mask': bool (False on
-    padding), 'file_name': object array of str ('' on padding)}.
-  """
-  num_batches = num_eval_batches(config, info, split)
-  builder = load_builder(config)
-  batch_size = local_batch_size(config.eval_batch_size, 'eval_batch_size')
-  ds = decoded_split(builder, split, cache=use_cache(config, info, split))
-  ds = ds.map(lambda ex: {**ex, 'mask': True})
-  padding = tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype), ds.element_spec)
-  padding['label'] = tf.constant(-1)
-  share = process_share(info.split_sizes[split])
-  ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat(
-      num_batches * batch_size - share))
-  ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-  for batch in ds.as_numpy_iterator():
-    batch['file_name'] = np.array([f.decode() for f in batch['file_name']], dtype=object)
-    yield batch
+def streamed_batches(builder: tfds.core.DatasetBuilder, split: str, seed: int,
+                     batch_size: int, steps: int) -> Iterator[dict[str, np.ndarray]]:
+  """`steps` train batches streamed from the TFRecords: shuffled serialized, then parsed."""
+  ds = streamed_split(builder, split, seed).batch(batch_size, drop_remainder=True).take(steps)
+  ds = ds.map(parse_batch(builder), num_parallel_calls=tf.data.AUTOTUNE)
+  yield from ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()

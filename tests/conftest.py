@@ -5,16 +5,9 @@ import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 
 import pytest  # pylint: disable=g-import-not-at-top
-import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from configs import default  # pylint: disable=g-import-not-at-top
 from input_pipeline import synthetic  # pylint: disable=g-import-not-at-top
-
-# The accelerators belong to JAX; TF only reads data.
-try:
-  tf.config.set_visible_devices([], 'GPU')
-except RuntimeError:
-  pass  # TF already set up its devices.
 
 # Small enough to prepare in well under a second, big enough for several batches.
 SAMPLE = dict(num_classes=4, train_per_class=24, val_per_class=8, test_images=12, seed=0)

@@ -1,6 +1,8 @@
 """The TFDS builder and the tf.data pipeline on generated samples (folder and zip)."""
 
+import ast
 import io
+import pathlib
 import shutil
 
 import jax
@@ -31,10 +33,10 @@ def val_labels(folder):
   return {l.split('\t')[0]: l.split('\t')[1] for l in lines}
 
 
-def all_eval_examples(config, info, split):
+def all_eval_examples(config, dataset, split):
   """Every eval batch of a split, concatenated."""
-  batches = list(pipeline.eval_batches(config, info, split))
-  assert len(batches) == pipeline.num_eval_batches(config, info, split)
+  batches = list(dataset.eval_batches(config, split))
+  assert len(batches) == pipeline.num_eval_batches(config, dataset.info, split)
   return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
 
 
@@ -56,25 +58,24 @@ def test_split_sizes_and_classes(config, sample_folder, sample_params):
 
 
 def test_labels_follow_folders_and_annotations(config, sample_folder):
-  info = pipeline.get_dataset_info(config)
+  dataset = pipeline.open_dataset(config)
   wnids = sorted_wnids(sample_folder)
-  val = all_eval_examples(config, info, 'validation')
+  val = all_eval_examples(config, dataset, 'validation')
   labels = dict(zip(val['file_name'], val['label']))
   for name, wnid in list(val_labels(sample_folder).items())[:10]:
     assert labels[name] == wnids.index(wnid), name
-  train = all_eval_examples(config, info, 'train')
+  train = all_eval_examples(config, dataset, 'train')
   train_labels = dict(zip(train['file_name'], train['label']))
   for wnid in wnids:
     for i in (0, 5, 23):
       assert train_labels[f'{wnid}_{i}.JPEG'] == wnids.index(wnid)
-  test = all_eval_examples(config, info, 'test')
+  test = all_eval_examples(config, dataset, 'test')
   assert set(test['label']) == {-1}
 
 
 def test_images_match_the_files(data_config, sample_folder):
   """Pixels are the JPEGs' own; grayscale files come out as 3 equal channels."""
-  info = pipeline.get_dataset_info(data_config)
-  train = all_eval_examples(data_config, info, 'train')
+  train = all_eval_examples(data_config, pipeline.open_dataset(data_config), 'train')
   images = dict(zip(train['file_name'], train['image']))
   gray = 0
   for path in sorted((sample_folder / 'train').glob('*/images/*.JPEG')):
@@ -93,10 +94,11 @@ def test_images_match_the_files(data_config, sample_folder):
 
 def test_eval_batches_cover_each_example_once(data_config, sample_folder):
   data_config.eval_batch_size = 10  # 32 val, 12 test: both need padding.
-  info = pipeline.get_dataset_info(data_config)
+  dataset = pipeline.open_dataset(data_config)
+  info = dataset.info
   for split, names in [('validation', list(val_labels(sample_folder))),
                        ('test', [p.name for p in (sample_folder / 'test' / 'images').iterdir()])]:
-    examples = all_eval_examples(data_config, info, split)
+    examples = all_eval_examples(data_config, dataset, split)
     assert examples['mask'].sum() == info.split_sizes[split]
     assert len(examples['mask']) == 10 * pipeline.num_eval_batches(data_config, info, split)
     in_order = sorted(names, key=tiny_imagenet.natural_key)
@@ -108,10 +110,11 @@ def test_eval_batches_cover_each_example_once(data_config, sample_folder):
 
 
 def test_train_batches_seeded_by_seed_and_epoch(data_config):
-  info = pipeline.get_dataset_info(data_config)
+  dataset = pipeline.open_dataset(data_config)
+  info = dataset.info
   steps = pipeline.train_steps_per_epoch(data_config, info)
   assert steps == 96 // 16
-  epoch = lambda e: list(pipeline.train_batches(data_config, info, epoch=e))
+  epoch = lambda e: list(dataset.train_batches(data_config, epoch=e))
   first, again, second = epoch(0), epoch(0), epoch(1)
   assert len(first) == steps
   assert first[0]['image'].shape == (16, 64, 64, 3) and first[0]['label'].dtype == np.int32
@@ -128,9 +131,9 @@ def test_train_batches_seeded_by_seed_and_epoch(data_config):
 
 def test_order_without_cache_is_seeded_too(data_config):
   data_config.cache = False
-  info = pipeline.get_dataset_info(data_config)
-  a = [b['label'] for b in pipeline.train_batches(data_config, info, epoch=3)]
-  b = [b['label'] for b in pipeline.train_batches(data_config, info, epoch=3)]
+  dataset = pipeline.open_dataset(data_config)
+  a = [b['label'] for b in dataset.train_batches(data_config, epoch=3)]
+  b = [b['label'] for b in dataset.train_batches(data_config, epoch=3)]
   np.testing.assert_array_equal(np.concatenate(a), np.concatenate(b))
   assert len(a) == 6
 
@@ -160,13 +163,14 @@ def test_generated_sample_when_enabled(data_config):
 def test_shares_of_two_processes(data_config, monkeypatch):
   """Each process reads its own half; together they cover each example exactly once."""
   data_config.eval_batch_size = 10
-  info = pipeline.get_dataset_info(data_config)
+  dataset = pipeline.open_dataset(data_config)
+  info = dataset.info
   monkeypatch.setattr(jax, 'process_count', lambda: 2)
   shares = []
   for index in (0, 1):
     monkeypatch.setattr(jax, 'process_index', lambda index=index: index)
-    shares.append(all_eval_examples(data_config, info, 'validation'))
-    train = list(pipeline.train_batches(data_config, info, epoch=0))
+    shares.append(all_eval_examples(data_config, dataset, 'validation'))
+    train = list(dataset.train_batches(data_config, epoch=0))
     assert len(train) == 6 and train[0]['image'].shape[0] == 8
   assert len(shares[0]['mask']) == len(shares[1]['mask']) == 20
   names = [n for s in shares for n in s['file_name'][s['mask']]]
@@ -174,9 +178,9 @@ def test_shares_of_two_processes(data_config, monkeypatch):
 
 
 def test_unknown_split_names_the_available_ones(data_config):
-  info = pipeline.get_dataset_info(data_config)
+  dataset = pipeline.open_dataset(data_config)
   with pytest.raises(DataError, match=r"split 'val' .*train, validation, test"):
-    list(pipeline.eval_batches(data_config, info, 'val'))
+    list(dataset.eval_batches(data_config, 'val'))
 
 
 def prepare(folder, data_dir, **kwargs):
@@ -251,3 +255,99 @@ def test_offline_without_source_says_what_to_do(tmp_path, monkeypatch):
   monkeypatch.setattr(tiny_imagenet, 'URL', 'http://127.0.0.1:9/tiny-imagenet-200.zip')
   with pytest.raises(DataError, match=r'download tiny-imagenet-200\.zip .*config\.data_source'):
     tiny_imagenet.make_builder('', data_dir=str(tmp_path))
+
+
+# --- The Dataset object: opened once per run, owns its caches, no module state -------------
+
+
+def count_reads(monkeypatch, dataset) -> list[str]:
+  """Records the split of each `as_dataset` call of a Dataset's builder (one per read)."""
+  reads, as_dataset = [], dataset.builder.as_dataset
+
+  def counted(*args, **kwargs):
+    reads.append(getattr(kwargs['split'], 'split', kwargs['split']))  # For this process.
+    return as_dataset(*args, **kwargs)
+
+  monkeypatch.setattr(dataset.builder, 'as_dataset', counted)
+  return reads
+
+
+def test_dataset_serves_epochs_without_reading_again(data_config, monkeypatch):
+  data_config.cache = True
+  dataset = pipeline.open_dataset(data_config)
+  reads = count_reads(monkeypatch, dataset)
+  epochs = [list(dataset.train_batches(data_config, epoch=e)) for e in (1, 2, 3)]
+  evals = [all_eval_examples(data_config, dataset, 'validation') for _ in range(3)]
+  assert reads == ['train', 'validation']  # Decoded once; the other epochs reuse it.
+  assert [len(e) for e in epochs] == [6, 6, 6]
+  assert all(np.bincount(np.concatenate([b['label'] for b in e])).tolist() == [24] * 4
+             for e in epochs)
+  for again in evals[1:]:
+    np.testing.assert_array_equal(again['image'], evals[0]['image'])
+    assert list(again['file_name']) == list(evals[0]['file_name'])
+
+
+def test_two_datasets_share_no_cache(data_config, monkeypatch):
+  data_config.cache = True
+  first, second = pipeline.open_dataset(data_config), pipeline.open_dataset(data_config)
+  first_reads, second_reads = count_reads(monkeypatch, first), count_reads(monkeypatch, second)
+  one = list(first.train_batches(data_config, epoch=4))
+  assert (first_reads, second_reads) == (['train'], [])
+  other = list(second.train_batches(data_config, epoch=4))
+  assert (first_reads, second_reads) == (['train'], ['train'])  # Decoded its own copy.
+  for a, b in zip(one, other, strict=True):  # The same data, seed and epoch: the same order.
+    np.testing.assert_array_equal(a['image'], b['image'])
+  del first, one  # Whatever the first decoded goes with it; the second still serves.
+  assert len(list(second.train_batches(data_config, epoch=5))) == 6
+  assert second_reads == ['train']
+
+
+def test_second_open_reuses_the_prepared_files(data_config, monkeypatch):
+  first = pipeline.open_dataset(data_config)  # Prepared by now (here or by earlier tests).
+
+  def prepare_again(*args, **kwargs):
+    raise AssertionError('prepared a second time')
+
+  monkeypatch.setattr(tiny_imagenet.TinyImagenet, '_split_generators', prepare_again)
+  second = pipeline.open_dataset(data_config)
+  assert second.info == first.info and second is not first
+  assert len(all_eval_examples(data_config, second, 'test')['mask']) == 16
+
+
+def test_module_keeps_no_mutable_state():
+  """No module-level dict, list or set, and no memoised function: state lives in Datasets."""
+  path = pathlib.Path(pipeline.__file__)
+  tree = ast.parse(path.read_text())
+  mutable = (ast.Dict, ast.List, ast.Set, ast.DictComp, ast.ListComp, ast.SetComp)
+  for node in tree.body:
+    if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+      is_container = isinstance(node.value, mutable) or (
+          isinstance(node.value, ast.Call) and ast.unparse(node.value.func) in (
+              'dict', 'list', 'set', 'collections.defaultdict', 'collections.OrderedDict'))
+      assert not is_container, f'{path.name}:{node.lineno}: {ast.unparse(node)}'
+    if isinstance(node, ast.FunctionDef):
+      decorators = [ast.unparse(d) for d in node.decorator_list]
+      assert not any('cache' in d for d in decorators), (node.name, decorators)
+  for name, value in vars(pipeline).items():
+    if not name.startswith('__'):
+      assert not isinstance(value, (dict, list, set, bytearray)), name
+      assert not hasattr(value, 'cache_info'), name  # functools.lru_cache / cache.
+
+
+def test_tensorflow_kept_off_the_gpus_in_one_place(monkeypatch):
+  """One call hides the GPUs from TensorFlow: at the import of the pipeline."""
+  repo = pathlib.Path(pipeline.__file__).resolve().parents[1]
+  code = [p for p in repo.rglob('*.py') if not {'tests', '.venv', 'venv'} & set(p.parts)]
+  calls = [f'{p.relative_to(repo)}:{n}' for p in code
+           for n, line in enumerate(p.read_text().splitlines(), 1)
+           if 'set_visible_devices' in line]
+  assert len(calls) == 1 and calls[0].startswith('input_pipeline/pipeline.py:'), calls
+  seen = []
+
+  def too_late(devices, kind):
+    seen.append((devices, kind))
+    raise RuntimeError('Visible devices cannot be modified after being initialized')
+
+  monkeypatch.setattr(pipeline.tf.config, 'set_visible_devices', too_late)
+  pipeline.hide_gpus_from_tf()  # Too late is no error: TF had set up its devices already.
+  assert seen == [([], 'GPU')]

@@ -39,10 +39,11 @@ def test_a_grayscale_tfds_dataset_trains_and_evaluates(data_config, tmp_path):
   data_config.data_dir = str(tmp_path / 'tfds')
   data_config.eval_split = 'test'
   data_config.num_epochs = 1
-  info = pipeline.get_dataset_info(data_config)
+  dataset = pipeline.open_dataset(data_config)
+  info = dataset.info
   assert (info.num_classes, info.label_names) == (3, ('dark', 'grey', 'light'))
   assert info.split_sizes == {'train': 48, 'test': 20}
-  batches = list(pipeline.eval_batches(data_config, info, 'test'))
+  batches = list(dataset.eval_batches(data_config, 'test'))
   assert sum(int(b['mask'].sum()) for b in batches) == 20
   assert batches[0]['image'].shape == (16, 28, 28, 1)
   train.train_and_evaluate(data_config, str(tmp_path / 'run'))

@@ -71,15 +71,15 @@ def test_a_folder_without_images(tmp_path):
 
 def test_sample_jpegs_read_to_the_pixels_the_pipeline_gives(sample_folder, tfds_data_dir):
   config = converted_workdir.small_config(sample_folder, tfds_data_dir)
-  info = pipeline.get_dataset_info(config)
+  dataset = pipeline.open_dataset(config)
   folder = pathlib.Path(sample_folder) / 'test' / 'images'
   compared = 0
-  for batch in pipeline.eval_batches(config, info, 'test'):
+  for batch in dataset.eval_batches(config, 'test'):
     for name, image, real in zip(batch['file_name'], batch['image'], batch['mask']):
       if real:
         np.testing.assert_array_equal(own_images.load_image(str(folder / name), SHAPE), image)
         compared += 1
-  assert compared == info.split_sizes['test']
+  assert compared == dataset.info.split_sizes['test']
 
 
 @pytest.mark.parametrize('mode,size,fmt', [('RGBA', (100, 37), 'PNG'), ('CMYK', (80, 80), 'JPEG'),

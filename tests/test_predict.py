@@ -125,14 +125,37 @@ def make_ensemble_config(members_list, **overrides):
   return config
 
 
+def record_reads(patch) -> list[list[str]]:
+  """Patches `pipeline.open_dataset` to record, per Dataset opened, the splits it reads."""
+  opened, open_dataset = [], pipeline.open_dataset
+
+  def counted_open(config):
+    dataset, reads = open_dataset(config), []
+    as_dataset = dataset.builder.as_dataset
+
+    def counted_read(*args, **kwargs):
+      reads.append(getattr(kwargs['split'], 'split', kwargs['split']))  # This process's.
+      return as_dataset(*args, **kwargs)
+
+    patch.setattr(dataset.builder, 'as_dataset', counted_read)
+    opened.append(reads)
+    return dataset
+
+  patch.setattr(pipeline, 'open_dataset', counted_open)
+  return opened
+
+
 @pytest.fixture(scope='module')
 def ensemble_run(members, tmp_path_factory):
-  """predict_ensemble of a, b and a again (three voters, so the hard vote can outvote b)."""
+  """predict_ensemble of a, b and a again (three voters, so the hard vote can outvote b),
+  and the splits read from each Dataset it opened."""
   out = tmp_path_factory.mktemp('ensemble')
   config = make_ensemble_config([('a', members['a']), ('b', members['b']),
                                  ('a2', members['a'])])
-  report = ensemble.predict_ensemble(config, str(out))
-  return out, report
+  with pytest.MonkeyPatch.context() as patch:
+    opened = record_reads(patch)
+    report = ensemble.predict_ensemble(config, str(out))
+  return out, report, opened
 
 
 def read_csv(path):
@@ -148,7 +171,7 @@ def sample_info(sample_folder, tfds_data_dir):
 
 
 def test_ensemble_csv_has_one_row_per_test_image(ensemble_run, sample_folder, tfds_data_dir):
-  out, _ = ensemble_run
+  out, _, _ = ensemble_run
   rows = read_csv(out / 'ensemble_predictions.csv')
   info = sample_info(sample_folder, tfds_data_dir)
   assert list(rows[0]) == ['images', 'a', 'b', 'a2', 'mode_pred', 'soft_pred', 'class_pred',
@@ -170,7 +193,7 @@ def test_ensemble_csv_has_one_row_per_test_image(ensemble_run, sample_folder, tf
 
 def test_ensemble_report_matches_the_validation_csv(ensemble_run, sample_folder,
                                                     tfds_data_dir):
-  out, report = ensemble_run
+  out, report, _ = ensemble_run
   assert json.loads((out / 'ensemble_report.json').read_text()) == report
   rows = read_csv(out / 'ensemble_validation_predictions.csv')
   info = sample_info(sample_folder, tfds_data_dir)
@@ -189,18 +212,26 @@ def test_ensemble_report_matches_the_validation_csv(ensemble_run, sample_folder,
 
 
 def test_ensemble_member_accuracy_matches_its_own_evaluation(ensemble_run, members):
-  _, report = ensemble_run
+  _, report, _ = ensemble_run
   history = reporting.read_history(members['b'] / 'history.csv')
   assert report['member_accuracy']['b'] == history[-1]['val_accuracy']
 
 
 def test_ensemble_figure_is_a_png_of_the_test_images(ensemble_run):
-  out, report = ensemble_run
+  out, report, _ = ensemble_run
   with Image.open(out / 'sample_predictions.png') as image:
     assert image.format == 'PNG'
     assert image.size == ensemble.figure_size(min(report['predict_images'], 16))
     image.verify()
   assert not [p.name for p in out.iterdir() if p.name.startswith('.')]  # No temp files.
+
+
+def test_ensemble_members_share_one_dataset(ensemble_run):
+  """Members that read the same data open it once: prepared once, each split decoded once."""
+  _, report, opened = ensemble_run
+  # One Dataset, three members: the splits (cached by cache='auto') are decoded once.
+  assert opened == [['validation', 'test']]
+  assert report['num_images'] == 32 and report['predict_images'] == 12
 
 
 def test_evaluate_reproduces_the_best_epoch_of_history(members, sample_folder, tfds_data_dir):

@@ -30,29 +30,29 @@ def digests(images: np.ndarray) -> list[str]:
   return [hashlib.sha1(image.tobytes()).hexdigest() for image in images]
 
 
-def epoch_digests(config, info, epoch: int) -> list[str]:
+def epoch_digests(config, dataset, epoch: int) -> list[str]:
   """Digests of one epoch's train images, in order."""
-  batches = list(pipeline.train_batches(config, info, epoch=epoch))
-  assert len(batches) == pipeline.train_steps_per_epoch(config, info)
+  batches = list(dataset.train_batches(config, epoch=epoch))
+  assert len(batches) == pipeline.train_steps_per_epoch(config, dataset.info)
   return [d for batch in batches for d in digests(batch['image'])]
 
 
-def stored_train_digests(config, info) -> list[str]:
+def stored_train_digests(config, dataset) -> list[str]:
   """Digests of every train image in stored order (read as an eval split)."""
-  return [d for batch in pipeline.eval_batches(config, info, config.train_split)
+  return [d for batch in dataset.eval_batches(config, config.train_split)
           for d in digests(batch['image'][batch['mask']])]
 
 
 def test_streamed_epoch_holds_each_image_once(streaming, monkeypatch, caplog):
-  info = pipeline.get_dataset_info(streaming)
-  stored = stored_train_digests(streaming, info)
+  dataset = pipeline.open_dataset(streaming)
+  stored = stored_train_digests(streaming, dataset)
   assert len(stored) == len(set(stored)) == 96
 
   def no_cache(*args):
     raise AssertionError(f'cached_arrays{args} called without a cache')
 
-  monkeypatch.setattr(pipeline, 'cached_arrays', no_cache)
-  batches = list(pipeline.train_batches(streaming, info, epoch=0))
+  monkeypatch.setattr(dataset, 'cached_arrays', no_cache)
+  batches = list(dataset.train_batches(streaming, epoch=0))
   assert len(batches) == 6 and batches[0]['image'].shape == (16, 64, 64, 3)
   labels = np.concatenate([b['label'] for b in batches])
   assert np.bincount(labels).tolist() == [24] * 4
@@ -64,12 +64,26 @@ def test_streamed_epoch_holds_each_image_once(streaming, monkeypatch, caplog):
 
 
 def test_streamed_order_is_a_function_of_seed_and_epoch(streaming):
-  info = pipeline.get_dataset_info(streaming)
-  first = epoch_digests(streaming, info, epoch=1)
-  assert epoch_digests(streaming, info, epoch=1) == first
-  assert epoch_digests(streaming, info, epoch=2) != first
+  dataset = pipeline.open_dataset(streaming)
+  first = epoch_digests(streaming, dataset, epoch=1)
+  assert epoch_digests(streaming, dataset, epoch=1) == first
+  assert epoch_digests(streaming, dataset, epoch=2) != first
   streaming.seed = 1
-  assert epoch_digests(streaming, info, epoch=1) != first
+  assert epoch_digests(streaming, dataset, epoch=1) != first
+
+
+def test_streamed_shares_of_two_processes_cover_each_image_once(streaming, monkeypatch):
+  dataset = pipeline.open_dataset(streaming)
+  stored = stored_train_digests(streaming, dataset)
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  shares = []
+  for index in (0, 1):
+    monkeypatch.setattr(jax, 'process_index', lambda index=index: index)
+    batches = list(dataset.train_batches(streaming, epoch=0))
+    assert len(batches) == 6 and batches[0]['image'].shape == (8, 64, 64, 3)
+    shares.append([d for b in batches for d in digests(b['image'])])
+  assert set(shares[0]).isdisjoint(shares[1])
+  assert sorted(shares[0] + shares[1]) == sorted(stored)
 
 
 def params_of(state):
@@ -88,34 +102,35 @@ def test_resume_without_a_cache_is_exact(streaming, tmp_path):
 
 def test_auto_caches_only_what_fits(data_config, monkeypatch, caplog):
   monkeypatch.setattr(pipeline, 'SHUFFLE_BUFFER', 10)
-  # Earlier tests' runs logged their choices already: each is logged once per process.
-  monkeypatch.setattr(pipeline, '_LOGGED_CHOICES', set())
-  info = pipeline.get_dataset_info(data_config)
-  assert pipeline.decoded_bytes(info, 'train') == 96 * 64 * 64 * 3
+  dataset = pipeline.open_dataset(data_config)  # Its own memo: nothing logged yet.
+  assert pipeline.decoded_bytes(dataset.info, 'train') == 96 * 64 * 64 * 3
   orders = {}
   for cache in (True, False):
     data_config.cache = cache
-    orders[cache] = epoch_digests(data_config, info, epoch=0)
+    orders[cache] = epoch_digests(data_config, dataset, epoch=0)
   assert orders[True] != orders[False]  # A permutation and a stream: distinct orders.
   data_config.cache = 'auto'
   caplog.set_level(logging.INFO)
   for budget, cached in [(1e-3, False), (4.0, True)]:  # 96 images decode to 1.1 MiB.
     data_config.cache_max_gib = budget
-    assert pipeline.use_cache(data_config, info, 'train') is cached
-    assert epoch_digests(data_config, info, epoch=0) == orders[cached]
+    assert dataset.use_cache(data_config, 'train') is cached
+    assert epoch_digests(data_config, dataset, epoch=0) == orders[cached]
     choice = 'caching it in memory' if cached else 'streaming it from the TFRecords'
     assert any(f"split 'train' decodes to 0.00 GiB, {'within' if cached else 'over'} "
                f'cache_max_gib={budget:g}: {choice}' in r.getMessage() for r in caplog.records)
 
 
-def test_auto_logs_each_choice_once(data_config, caplog, monkeypatch):
-  monkeypatch.setattr(pipeline, '_LOGGED_CHOICES', set())  # As in a new process.
-  info = pipeline.get_dataset_info(data_config)
+def test_auto_logs_each_choice_once_per_dataset(data_config, caplog):
   data_config.cache_max_gib = 3.5
   caplog.set_level(logging.INFO)
-  for _ in range(3):
-    assert pipeline.use_cache(data_config, info, 'validation')
-  assert sum("cache='auto'" in r.getMessage() for r in caplog.records) == 1
+  datasets = [pipeline.open_dataset(data_config) for _ in range(2)]
+  for dataset in datasets:
+    for _ in range(3):
+      assert dataset.use_cache(data_config, 'validation')
+    list(dataset.eval_batches(data_config, 'validation'))  # Asks again: logged already.
+  logged = [r.getMessage() for r in caplog.records if "cache='auto'" in r.getMessage()]
+  assert logged == ["cache='auto': split 'validation' decodes to 0.00 GiB, within "
+                    'cache_max_gib=3.5: caching it in memory.'] * 2  # Once per Dataset.
 
 
 def test_workdir_saved_before_cache_max_gib_uses_the_default(data_config):

@@ -51,10 +51,10 @@ def to_torch(images: np.ndarray) -> torch.Tensor:
   return torch.tensor(images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0 * 2.0 - 1.0)
 
 
-def split_arrays(config, info, split):
+def split_arrays(config, dataset, split):
   """A whole split as (images, labels), in stored order."""
   images, labels = [], []
-  for batch in pipeline.eval_batches(config, info, split):
+  for batch in dataset.eval_batches(config, split):
     images.append(batch['image'][batch['mask']])
     labels.append(batch['label'][batch['mask']])
   return np.concatenate(images), np.concatenate(labels)
@@ -103,13 +103,13 @@ def parity_config(tmp_path_factory):
 
 
 def test_adam_steps_and_validation_losses_match_pytorch(parity_config, tmp_path):
-  info = pipeline.get_dataset_info(parity_config)
-  train_data = split_arrays(parity_config, info, 'train')
-  val_data = split_arrays(parity_config, info, 'validation')
+  dataset = pipeline.open_dataset(parity_config)
+  train_data = split_arrays(parity_config, dataset, 'train')
+  val_data = split_arrays(parity_config, dataset, 'validation')
   assert len(train_data[0]) == parity_config.batch_size  # One full batch a step.
   torch.manual_seed(0)
   model = torch_models.randomise_batch_norms(torch_models.OriginalVGG(
-      11, width=WIDTH, hidden=HIDDEN, num_classes=info.num_classes))
+      11, width=WIDTH, hidden=HIDDEN, num_classes=dataset.info.num_classes))
   # A conv bias in front of BatchNorm has a zero gradient in exact arithmetic, so its Adam
   # steps (about lr x sign(rounding noise)) differ between any two implementations, and
   # evaluation sees them through the lagging running mean. Conv outputs 100x wider than

@@ -119,7 +119,7 @@ def validation(workdir, sample_folder, tfds_data_dir):
   """The validation images and labels, and the plain model's probabilities on them and on
   their mirror images."""
   _, plain = restored_with(workdir, sample_folder, tfds_data_dir, 'none')
-  batches = list(pipeline.eval_batches(plain.config, plain.info, 'validation'))
+  batches = list(plain.dataset.eval_batches(plain.config, 'validation'))
   mask = np.concatenate([b['mask'] for b in batches])
   images = np.concatenate([b['image'] for b in batches])[mask]
   labels = np.concatenate([b['label'] for b in batches])[mask]

@@ -87,6 +87,15 @@ def test_resolve_config_takes_runtime_and_data_fields_only():
   assert not workdirs.names_data(saved) and workdirs.names_data(data)
 
 
+def test_resolve_config_takes_a_runtime_value_of_another_type(tmp_path):
+  """A workdir saved with cache='auto' is evaluated with --config.cache=False (a bool)."""
+  workdirs.write_config(tmp_path, tiny_config())
+  saved, runtime = workdirs.read_config(tmp_path), default.get_config()
+  assert saved.cache == 'auto'
+  runtime.cache = False
+  assert workdirs.resolve_config(saved, runtime, saved).cache is False
+
+
 def test_evaluate_metrics_come_from_the_eval_step(tmp_path, sample_folder, tfds_data_dir):
   """`predict_split`'s metrics are the eval step's clu metrics of the very log-probs."""
   config = converted_workdir.small_config(sample_folder, tfds_data_dir, image_size=32)

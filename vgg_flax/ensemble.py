@@ -201,9 +201,11 @@ def predict_members(config: ml_collections.ConfigDict, members: list[tuple[str, 
   data = config if workdirs.names_data(config) else saved[0]
   mesh = sharding.create_mesh()
   restored, evals, tests = [], [], []
+  dataset = None  # All members read `data`: opened (prepared, decoded) once, for all.
   for index, (name, workdir) in enumerate(members):
     member = workdirs.restore_model(_member_label(name), workdir, runtime=config, data=data,
-                                    mesh=mesh)
+                                    mesh=mesh, dataset=dataset)
+    dataset = member.dataset
     if index == 0:  # Unknown splits fail before anything is predicted.
       pipeline.split_size(member.info, config.eval_split)
       pipeline.split_size(member.info, config.predict_split)

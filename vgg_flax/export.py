@@ -178,10 +178,8 @@ def save_saved_model(model: models.VGG, variables: dict, config: ml_collections.
   # Imported here: importing the package must not pull in TensorFlow's converter.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
-  try:
-    tf.config.set_visible_devices([], 'GPU')  # The accelerators belong to JAX.
-  except RuntimeError:
-    pass  # TF already set up its devices.
+  # Imported for what its import does: it keeps TensorFlow off the accelerators (JAX's).
+  from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top,unused-import
   size = int(config.image_size)
   module = tf.Module()
   module.variables_tree = jax.tree.map(tf.Variable, variables)

@@ -152,7 +152,7 @@ def predict_split(restored: workdirs.RestoredModel, split: str, *, mesh=None,
       image_names.append(batch['file_name'][batch['mask']])
 
   merged = evaluate_batches(create_eval_step(restored, mesh), restored.variables,
-                            pipeline.eval_batches(config, info, split), mesh, on_batch=collect)
+                            restored.dataset.eval_batches(config, split), mesh, on_batch=collect)
   if not parts or not sum(len(p['label']) for p in parts):
     raise pipeline.DataError(f'split {split!r} is empty: nothing to predict.')
   names = _decode_names(np.concatenate([p['name'] for p in parts]))

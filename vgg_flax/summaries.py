@@ -176,16 +176,15 @@ def as_model_sees(images: np.ndarray, image_size: int) -> np.ndarray:
   return np.clip(np.round((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
-def read_first_examples(config: ml_collections.ConfigDict, info, split: str,
-                        count: int) -> tuple[np.ndarray, np.ndarray]:
+def read_first_examples(dataset, split: str, count: int) -> tuple[np.ndarray, np.ndarray]:
   """The first `count` examples of a split in stored order, the same in every process.
 
   Raises:
     DataError: the split does not exist or is empty.
   """
-  if pipeline.split_size(info, split) == 0:
+  if pipeline.split_size(dataset.info, split) == 0:
     raise pipeline.DataError(f'split {split!r} is empty: nothing to evaluate.')
-  builder = pipeline.load_builder(config)
+  builder = dataset.builder
   ds = builder.as_dataset(split=split, shuffle_files=False,
                           decoders={'image': tfds.decode.SkipDecoding()},
                           read_config=tfds.ReadConfig(try_autocache=False))
@@ -194,10 +193,10 @@ def read_first_examples(config: ml_collections.ConfigDict, info, split: str,
   return batch['image'], batch['label']
 
 
-def first_train_batch(config: ml_collections.ConfigDict, info,
+def first_train_batch(config: ml_collections.ConfigDict, dataset,
                       count: int) -> tuple[np.ndarray, np.ndarray]:
   """Up to `count` images of the first batch that training takes (epoch 1's order)."""
-  batch = next(iter(pipeline.train_batches(config, info, epoch=1)))
+  batch = next(iter(dataset.train_batches(config, epoch=1)))
   return batch['image'][:count], batch['label'][:count]
 
 
@@ -221,7 +220,7 @@ def sample_paths(workdir: str | pathlib.Path) -> dict[str, pathlib.Path]:
   return {'train_sample': plots / 'train_sample.png', 'val_sample': plots / 'val_sample.png'}
 
 
-def write_data_samples(writers: Writers, workdir: str | pathlib.Path, config, info,
+def write_data_samples(writers: Writers, workdir: str | pathlib.Path, config, dataset,
                        val_images: np.ndarray, val_labels: np.ndarray) -> None:
   """`plots/train_sample.png` and `val_sample.png`, and the same grids in TensorBoard.
 
@@ -231,7 +230,8 @@ def write_data_samples(writers: Writers, workdir: str | pathlib.Path, config, in
   paths = sample_paths(workdir)
   if jax.process_index() or all(path.exists() for path in paths.values()):
     return
-  train_images, train_labels = first_train_batch(config, info, SAMPLE_IMAGES)
+  info = dataset.info
+  train_images, train_labels = first_train_batch(config, dataset, SAMPLE_IMAGES)
   grids = {'train_sample': (train_images, train_labels), 'val_sample': (val_images, val_labels)}
   for tag, (images, labels) in grids.items():
     pixels = reporting.draw_image_grid(as_model_sees(images, config.image_size),
@@ -326,9 +326,9 @@ def open_run(workdir: str | pathlib.Path, trainer, loop) -> RunSummaries:
     best = best_row(loop.history, loop.early_stopping.best_epoch)
     for row in loop.history:
       write_epoch(writers, row, best if row is loop.history[-1] else None)
-  val_images, val_labels = read_first_examples(config, trainer.info, config.eval_split,
+  val_images, val_labels = read_first_examples(trainer.dataset, config.eval_split,
                                                SAMPLE_IMAGES)
-  write_data_samples(writers, workdir, config, trainer.info, val_images, val_labels)
+  write_data_samples(writers, workdir, config, trainer.dataset, val_images, val_labels)
   writers.flush()
   return RunSummaries(writers, BestPredictions(trainer, val_images, val_labels))
 

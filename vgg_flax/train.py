@@ -10,7 +10,7 @@ import pathlib
 import signal
 import sys
 import time
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 import jax
 import ml_collections
@@ -71,12 +71,12 @@ class Trainer:
 
   Attributes:
     config: the run's config.
-    info: the dataset's `pipeline.DatasetInfo` (the one place this run reads batches from).
+    dataset: the run's data, opened once (`pipeline.Dataset`): every batch comes from it.
     compiled: the model, mesh, schedule, shardings and jitted steps (`vgg_flax.factory`).
     steps_per_epoch: optimizer steps an epoch.
   """
   config: ml_collections.ConfigDict
-  info: Any  # pipeline.DatasetInfo
+  dataset: pipeline.Dataset
   compiled: factory.Compiled
   steps_per_epoch: int
 
@@ -84,19 +84,28 @@ class Trainer:
   def mesh(self) -> jax.sharding.Mesh:
     return self.compiled.mesh
 
+  @property
+  def info(self) -> pipeline.DatasetInfo:
+    return self.dataset.info
+
 
 def create_trainer(config: ml_collections.ConfigDict,
-                   info=None) -> tuple[Trainer, steps.TrainState]:
+                   dataset: pipeline.Dataset | None = None) -> tuple[Trainer, steps.TrainState]:
   """Builds the model, the jitted steps and the initial train state for a config.
+
+  Args:
+    config: the run's config.
+    dataset: the run's data; None opens (and if needed prepares) `config`'s.
 
   Returns:
     The trainer and the initial state (the train step donates it: keep only the newest).
   """
-  info = info or pipeline.get_dataset_info(config)
+  dataset = pipeline.open_dataset(config) if dataset is None else dataset
+  info = dataset.info
   steps_per_epoch = pipeline.train_steps_per_epoch(config, info)
   compiled, state = factory.create(config, num_classes=info.num_classes,
                                    steps_per_epoch=steps_per_epoch)
-  return Trainer(config=config, info=info, compiled=compiled,
+  return Trainer(config=config, dataset=dataset, compiled=compiled,
                  steps_per_epoch=steps_per_epoch), state
 
 
@@ -107,7 +116,7 @@ def evaluate_split(trainer: Trainer, state: steps.TrainState, split: str) -> dic
   """
   merged = inference.evaluate_batches(
       trainer.compiled.eval_step, steps.model_variables(state),
-      pipeline.eval_batches(trainer.config, trainer.info, split), trainer.mesh,
+      trainer.dataset.eval_batches(trainer.config, split), trainer.mesh,
       on_batch=lambda batch, log_probs: interrupts.check())
   if merged is None:
     raise pipeline.DataError(f'split {split!r} is empty: nothing to evaluate.')
@@ -142,7 +151,7 @@ def train_epoch(trainer: Trainer, state: steps.TrainState, epoch: int, writer,
   bar = _progress_bar(config, trainer.steps_per_epoch, epoch)
   # Counted on the host: reading `state.step` would wait for each step to finish.
   step = int(state.step)
-  for batch in pipeline.train_batches(config, trainer.info, epoch=epoch):
+  for batch in trainer.dataset.train_batches(config, epoch=epoch):
     state, step_metrics = trainer.compiled.train_step(
         state, sharding.to_global_batch(batch, batch_sharding))
     epoch_metrics = step_metrics if epoch_metrics is None else epoch_metrics.merge(step_metrics)

@@ -106,15 +106,16 @@ def names_data(config: ml_collections.ConfigDict) -> bool:
 def resolve_config(saved: ml_collections.ConfigDict, runtime: ml_collections.ConfigDict,
                    data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A saved config with the runtime fields of `runtime` and the data section of `data`."""
-  resolved = ml_collections.ConfigDict(saved.to_dict())
+  # Merged as plain dicts: a ConfigDict would keep the saved value's type, and refuse e.g.
+  # `cache=False` over a saved 'auto'.
+  resolved = saved.to_dict()
   for field in RUNTIME_FIELDS:
     if field in runtime:  # Configs written before a field existed lack it.
       resolved[field] = runtime[field]
   for field in DATA_FIELDS:
     value = data[field]
-    resolved[field] = (ml_collections.ConfigDict(value.to_dict())
-                       if isinstance(value, ml_collections.ConfigDict) else value)
-  return resolved
+    resolved[field] = value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+  return ml_collections.ConfigDict(resolved)
 
 
 # --- Restoring best/ ----------------------------------------------------------------------
@@ -128,7 +129,7 @@ class RestoredModel:
     name: how messages and CSV columns call it (a member name, or the workdir).
     workdir: the training workdir.
     config: the workdir's saved config with the runtime and data fields resolved.
-    info: the dataset it predicts on.
+    dataset: the data it predicts on (`pipeline.Dataset`, shared by ensemble members).
     model: the VGG module built from `config.model`.
     variables: params and BatchNorm statistics of the best epoch, replicated.
     best_epoch: the epoch the `best/` checkpoint was saved after.
@@ -136,10 +137,14 @@ class RestoredModel:
   name: str
   workdir: pathlib.Path
   config: ml_collections.ConfigDict
-  info: pipeline.DatasetInfo
+  dataset: pipeline.Dataset
   model: models.VGG
   variables: Any
   best_epoch: int
+
+  @property
+  def info(self) -> pipeline.DatasetInfo:
+    return self.dataset.info
 
 
 def abstract_variables(model: models.VGG, image_size: int, mesh) -> Any:
@@ -182,7 +187,7 @@ def _trained_info(name: str, saved: ml_collections.ConfigDict, data: ml_collecti
 def restore_model(name: str, workdir: str | os.PathLike, *,
                   runtime: ml_collections.ConfigDict,
                   data: ml_collections.ConfigDict | None = None,
-                  mesh=None) -> RestoredModel:
+                  mesh=None, dataset: pipeline.Dataset | None = None) -> RestoredModel:
   """Rebuilds a workdir's model from its saved config and restores its `best/` variables.
 
   Args:
@@ -191,6 +196,8 @@ def restore_model(name: str, workdir: str | os.PathLike, *,
     runtime: the config whose `RUNTIME_FIELDS` apply (the command line's).
     data: the config whose data section applies; None for the workdir's own.
     mesh: the device mesh; default all devices.
+    dataset: the opened data of `data`'s data section (ensemble members share one); None
+      opens it.
 
   Returns:
     The restored model.
@@ -207,7 +214,8 @@ def restore_model(name: str, workdir: str | os.PathLike, *,
   config = resolve_config(saved, runtime, data if data is not None else saved)
   configuration.validate_config(config)  # E.g. an eval_batch_size the devices cannot split.
   mesh = mesh or sharding.create_mesh()
-  info = pipeline.get_dataset_info(config)
+  dataset = pipeline.open_dataset(config) if dataset is None else dataset
+  info = dataset.info
   trained = _trained_info(name, saved, config, info)
   if trained is not None:
     check_same_classes(name, trained, info)
@@ -220,5 +228,5 @@ def restore_model(name: str, workdir: str | os.PathLike, *,
         f'{name}: the {BEST_DIR}/ checkpoint of {workdir} does not fit its {CONFIG_FILE} on a '
         f'dataset of {info.num_classes} classes ({str(error).split(". ")[0]}).') from error
   best_epoch = int(loop.get('early_stopping', {}).get('best_epoch', loop.get('epoch', 0)))
-  return RestoredModel(name=name, workdir=pathlib.Path(workdir), config=config, info=info,
-                       model=model, variables=variables, best_epoch=best_epoch)
+  return RestoredModel(name=name, workdir=pathlib.Path(workdir), config=config,
+                       dataset=dataset, model=model, variables=variables, best_epoch=best_epoch)
