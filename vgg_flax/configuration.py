@@ -121,8 +121,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _require(config.weight_decay >= 0, f'weight_decay={config.weight_decay} must be >= 0.')
   _require(0 <= config.label_smoothing < 1,
            f'label_smoothing={config.label_smoothing} must be in [0, 1).')
-  _require(0 <= config.warmup_epochs < config.num_epochs or config.warmup_epochs == 0,
-           f'warmup_epochs={config.warmup_epochs} must be below num_epochs={config.num_epochs}.')
+  _require(0 <= config.warmup_epochs < config.num_epochs,
+           f'warmup_epochs={config.warmup_epochs} must be in [0, num_epochs='
+           f'{config.num_epochs}).')
   _require(config.early_stopping.patience >= 1,
            f'early_stopping.patience={config.early_stopping.patience} must be at least 1.')
   _require(config.early_stopping.min_delta >= 0,
