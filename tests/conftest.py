@@ -1,6 +1,10 @@
-"""Shared fixtures: generated samples (folder and zip), a TFDS data dir, a small config."""
+"""Shared fixtures: generated samples (folder and zip), a TFDS data dir, a small config,
+one short training run."""
 
+import dataclasses
 import os
+import pathlib
+from typing import Any
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 
@@ -44,8 +48,7 @@ def tfds_data_dir(tmp_path_factory):
   return tmp_path_factory.mktemp('tfds')
 
 
-@pytest.fixture
-def data_config(sample_folder, tfds_data_dir):
+def small_data_config(sample_folder, tfds_data_dir):
   """The default config on the generated sample, with a narrow VGG-11 and small batches."""
   config = default.get_config()
   config.data_source = str(sample_folder)
@@ -60,3 +63,36 @@ def data_config(sample_folder, tfds_data_dir):
   config.progress_bar = False
   config.log_every_steps = 2
   return config
+
+
+@pytest.fixture(scope='session')
+def make_data_config(sample_folder, tfds_data_dir):
+  """Makes a new `data_config` each call: for module and session fixtures, which cannot
+  use that function-scoped fixture."""
+  return lambda: small_data_config(sample_folder, tfds_data_dir)
+
+
+@pytest.fixture
+def data_config(make_data_config):
+  """The default config on the generated sample, with a narrow VGG-11 and small batches."""
+  return make_data_config()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+  """A finished `train_and_evaluate` run that tests only read (copy it to change it)."""
+  workdir: pathlib.Path
+  state: Any  # The train state it returned.
+
+
+@pytest.fixture(scope='session')
+def trained_run(make_data_config, tmp_path_factory):
+  """`data_config` trained for its two epochs in `<runs>/fresh`, once per session.
+
+  The workdir's parent holds nothing else of this fixture's, so a test may put other runs
+  beside it (e.g. to point TensorBoard's --logdir at both).
+  """
+  from vgg_flax import train  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path_factory.mktemp('runs') / 'fresh'
+  state = train.train_and_evaluate(make_data_config(), str(workdir))
+  return TrainedRun(workdir=workdir, state=state)

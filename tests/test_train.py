@@ -25,13 +25,9 @@ def params_of(state):
 
 
 @pytest.fixture(scope='module')
-def two_epoch_run(tmp_path_factory, sample_folder, tfds_data_dir):
+def two_epoch_run(trained_run, make_data_config):
   """An uninterrupted two-epoch run (the reference for resume and the file checks)."""
-  from tests import conftest  # pylint: disable=g-import-not-at-top
-  config = conftest.data_config.__wrapped__(sample_folder, tfds_data_dir)
-  workdir = tmp_path_factory.mktemp('two_epochs')
-  state = train.train_and_evaluate(config, str(workdir))
-  return config, workdir, params_of(state)
+  return make_data_config(), trained_run.workdir, params_of(trained_run.state)
 
 
 def test_workdir_holds_every_artifact(two_epoch_run):

@@ -191,11 +191,29 @@ def model_differences(saved: dict, current: dict) -> list[str]:
 
 def check_workdir_compatible(config: ml_collections.ConfigDict,
                              workdir: str | pathlib.Path) -> None:
-  """Refuses to resume a workdir whose saved config has another model or dataset."""
+  """Refuses to train on in a workdir whose saved config has another model or dataset, or
+  to resume its checkpoint with another `batch_size`.
+
+  A resumed run continues the saved step count, learning-rate schedule and data order, all
+  counted in batches of the saved size: another size would silently change them. (Only
+  `grad_accum_steps` may change: it splits the same batch into micro-batches.)
+  """
   path = pathlib.Path(workdir) / 'config.json'
   if not path.exists():
     return
-  differences = model_differences(json.loads(path.read_text()), config_to_dict(config))
+  saved = json.loads(path.read_text())
+  differences = model_differences(saved, config_to_dict(config))
   _require(not differences,
            f'{workdir} holds a run with another model config ({"; ".join(differences)}); '
            f'use a new --workdir or the same model settings.')
+  saved_batch = saved.get('batch_size', config.batch_size)
+  _require(saved_batch == config.batch_size or not _has_checkpoint(workdir),
+           f'{workdir} resumes a run trained with batch_size={saved_batch}, not '
+           f'{config.batch_size}: use --config.batch_size={saved_batch} (grad_accum_steps '
+           f'to fit it in less memory) or a new --workdir.')
+
+
+def _has_checkpoint(workdir: str | pathlib.Path) -> bool:
+  """Whether the workdir holds a finished epoch to resume (`checkpoints/<epoch>/`)."""
+  folder = pathlib.Path(workdir) / 'checkpoints'
+  return folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir())
