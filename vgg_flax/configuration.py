@@ -2,17 +2,16 @@
 
 Every user mistake becomes one `ConfigError` line that names the field, the value and what
 would be right; `main.py` prints it and exits with status 2.
+
+JAX and the model modules are imported by the checks that need them, not with this module:
+`main.py` checks its flags (`vgg_flax.cli`, which raises `ConfigError`) before it spends
+seconds importing JAX and TensorFlow.
 """
 
 import json
 import pathlib
 
-import jax
 import ml_collections
-
-from vgg_flax import conv
-from vgg_flax import models
-from vgg_flax import steps
 
 OPTIMIZERS = ('adam', 'adamw', 'sgd')
 SCHEDULES = ('constant', 'cosine')
@@ -46,6 +45,7 @@ def _check_choice(value, name: str, choices) -> None:
 
 
 def _check_model(model: ml_collections.ConfigDict) -> None:
+  from vgg_flax import models  # pylint: disable=g-import-not-at-top
   _check_choice(model.depth, 'model.depth', sorted(models.STAGE_PLANS))
   _require(not model.conv1x1 or model.depth == 16,
            f'model.conv1x1=True is defined for model.depth=16 only (configuration C), '
@@ -63,6 +63,7 @@ def _check_model(model: ml_collections.ConfigDict) -> None:
 
 
 def _check_batches(config) -> None:
+  import jax  # pylint: disable=g-import-not-at-top
   devices, processes = jax.device_count(), jax.process_count()
   for name in ('batch_size', 'eval_batch_size'):
     value = config[name]
@@ -79,6 +80,7 @@ def _check_scale(config) -> None:
 
   Configs saved before these fields existed (old workdirs' config.json) get the defaults.
   """
+  import jax  # pylint: disable=g-import-not-at-top
   cache, folder = config.get('compilation_cache', True), config.get('compilation_cache_dir', '')
   _require(isinstance(cache, bool), f'compilation_cache={cache!r} must be True or False.')
   _require(isinstance(folder, str),
@@ -107,6 +109,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   Args:
     config: a config built from `configs/default.py`.
   """
+  from vgg_flax import conv  # pylint: disable=g-import-not-at-top
+  from vgg_flax import models  # pylint: disable=g-import-not-at-top
   _check_model(config.model)
   _check_batches(config)
   _check_cache(config)
@@ -141,6 +145,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_prediction(config) -> None:
+  from vgg_flax import steps  # pylint: disable=g-import-not-at-top
   # .get: configs saved before these fields existed are still valid.
   # (`predict_images` is a str by the ConfigDict's type; what it names is checked when read.)
   _check_choice(config.get('tta', 'none'), 'tta', steps.TTA_MODES)
