@@ -190,7 +190,7 @@ def test_batch_norm_weights_for_a_model_without_batch_norm():
     convert.from_torch_state_dict(state_dict, flax_model(11, batch_norm=False))
 
 
-def test_cli_conversion_round_trip(tmp_path):
+def test_convert_file_round_trip(tmp_path):
   import ml_collections  # pylint: disable=g-import-not-at-top
   from configs import default  # pylint: disable=g-import-not-at-top
   torch_model = randomize(OriginalVGG(16, conv1x1=True))

@@ -142,7 +142,8 @@ def test_smoke_config_learns(tmp_path):
   assert max(row['val_accuracy'] for row in history) >= smoke.EXPECTED_MIN_VAL_ACCURACY
 
 
-def test_main_trains_and_reports_bad_data(tmp_path, data_config):
+@pytest.mark.slow
+def test_main_reports_a_missing_data_source_in_one_line(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   missing = tmp_path / 'nowhere'
   result = subprocess.run(
@@ -153,3 +154,4 @@ def test_main_trains_and_reports_bad_data(tmp_path, data_config):
   assert 'Traceback' not in result.stderr
   error_lines = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
   assert len(error_lines) == 1 and str(missing) in error_lines[0]
+  assert not (tmp_path / 'w' / 'checkpoints').exists()  # Nothing trained on no data.
