@@ -1,12 +1,23 @@
 """Shared fixtures: generated samples (folder and zip), a TFDS data dir, a small config,
 one short training run."""
 
+import atexit
 import dataclasses
 import os
 import pathlib
+import shutil
+import tempfile
 from typing import Any
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+# One persistent JAX compilation cache for the session: this process (JAX reads these when
+# first imported, below) and every main.py it starts (`platform.enable_compilation_cache`
+# takes the variable over the folder beside the workdir), so each tiny program compiles once.
+# Tests of the cache itself give their own folders. Removed when the session ends.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='vgg_flax_test_jax_cache_')
+  atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
 import pytest  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
