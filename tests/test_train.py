@@ -132,6 +132,7 @@ def test_non_finite_loss_stops_and_keeps_checkpoints(data_config, tmp_path, monk
   assert os.listdir(tmp_path / 'best') == ['1']
 
 
+@pytest.mark.slow  # The README's first command in full: minutes on 2 cores.
 def test_smoke_config_learns(tmp_path):
   """The README's first command: the generated sample, well above chance (0.05)."""
   config = smoke.get_config()
