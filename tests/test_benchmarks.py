@@ -26,6 +26,7 @@ def run_python(args, timeout=240):
                         text=True, timeout=timeout, check=False)
 
 
+@pytest.mark.slow  # Subprocesses: imports and compilation.
 def test_throughput_writes_json_with_positive_numbers(tmp_path):
   out = tmp_path / 'result.json'
   result = run_python([

@@ -255,6 +255,7 @@ def test_write_converted_workdir_saves_config_and_variables(tmp_path):
     convert.write_converted_workdir(config, variables, str(tmp_path / 'run'))
 
 
+@pytest.mark.slow  # Subprocesses: imports and compilation.
 def test_cli_converts_and_evaluate_reports_accuracy(tmp_path, data_config, sample_params):
   """Round trip: torch state_dict -> converter CLI -> main.py --mode=evaluate on the sample."""
   num_classes = sample_params['num_classes']
@@ -282,6 +283,7 @@ def test_cli_converts_and_evaluate_reports_accuracy(tmp_path, data_config, sampl
   assert 0.0 <= results['accuracy'] <= 1.0 and np.isfinite(results['loss'])
 
 
+@pytest.mark.slow  # Subprocesses: imports and compilation.
 def test_cli_reports_a_wrong_depth_in_one_line(tmp_path):
   torch.save(randomize(OriginalVGG(13)).state_dict(), tmp_path / 'vgg13.pt')
   result = subprocess.run(
