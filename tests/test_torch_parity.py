@@ -102,6 +102,7 @@ def parity_config(tmp_path_factory):
   return config
 
 
+@pytest.mark.slow  # Trains in PyTorch and here, end to end.
 def test_adam_steps_and_validation_losses_match_pytorch(parity_config, tmp_path):
   info = pipeline.get_dataset_info(parity_config)
   train_data = split_arrays(parity_config, info, 'train')
