@@ -1,8 +1,23 @@
-"""Shared fixtures: generated samples (folder and zip), a TFDS data dir, a small config."""
+"""Shared fixtures: generated samples (folder and zip), a TFDS data dir, a small config,
+one short training run."""
 
+import atexit
+import dataclasses
 import os
+import pathlib
+import shutil
+import tempfile
+from typing import Any
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+# One persistent JAX compilation cache for the session: this process (JAX reads these when
+# first imported, below) and every main.py it starts (`platform.enable_compilation_cache`
+# takes the variable over the folder beside the workdir), so each tiny program compiles once.
+# Tests of the cache itself give their own folders. Removed when the session ends.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='vgg_flax_test_jax_cache_')
+  atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
 import pytest  # pylint: disable=g-import-not-at-top
 
@@ -37,8 +52,7 @@ def tfds_data_dir(tmp_path_factory):
   return tmp_path_factory.mktemp('tfds')
 
 
-@pytest.fixture
-def data_config(sample_folder, tfds_data_dir):
+def small_data_config(sample_folder, tfds_data_dir):
   """The default config on the generated sample, with a narrow VGG-11 and small batches."""
   config = default.get_config()
   config.data_source = str(sample_folder)
@@ -53,3 +67,36 @@ def data_config(sample_folder, tfds_data_dir):
   config.progress_bar = False
   config.log_every_steps = 2
   return config
+
+
+@pytest.fixture(scope='session')
+def make_data_config(sample_folder, tfds_data_dir):
+  """Makes a new `data_config` each call: for module and session fixtures, which cannot
+  use that function-scoped fixture."""
+  return lambda: small_data_config(sample_folder, tfds_data_dir)
+
+
+@pytest.fixture
+def data_config(make_data_config):
+  """The default config on the generated sample, with a narrow VGG-11 and small batches."""
+  return make_data_config()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+  """A finished `train_and_evaluate` run that tests only read (copy it to change it)."""
+  workdir: pathlib.Path
+  state: Any  # The train state it returned.
+
+
+@pytest.fixture(scope='session')
+def trained_run(make_data_config, tmp_path_factory):
+  """`data_config` trained for its two epochs in `<runs>/fresh`, once per session.
+
+  The workdir's parent holds nothing else of this fixture's, so a test may put other runs
+  beside it (e.g. to point TensorBoard's --logdir at both).
+  """
+  from vgg_flax import train  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path_factory.mktemp('runs') / 'fresh'
+  state = train.train_and_evaluate(make_data_config(), str(workdir))
+  return TrainedRun(workdir=workdir, state=state)

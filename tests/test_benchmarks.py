@@ -24,6 +24,7 @@ def run_python(args, timeout=240):
                         text=True, timeout=timeout, check=False)
 
 
+@pytest.mark.slow  # Subprocesses: imports and compilation.
 def test_throughput_writes_json_with_positive_numbers(tmp_path):
   out = tmp_path / 'result.json'
   result = run_python([
@@ -85,6 +86,7 @@ def train_losses(dtype: str, num_steps: int = 30) -> list[float]:
   return losses
 
 
+@pytest.mark.slow  # Trains two runs of 30 steps.
 @pytest.mark.parametrize('dtype', ['bfloat16'])
 def test_bfloat16_training_converges_like_float32(dtype):
   """bf16 compute (float32 params) learns as float32 does: same start, same loss region."""
@@ -164,6 +166,7 @@ def test_peak_flops_by_device_kind():
   assert results['torch_channels_last']['eval_mfu'] == pytest.approx(0.4)
 
 
+@pytest.mark.slow  # Compiles three configs.
 def test_memory_analysis_counts_the_state_and_shrinks_with_micro_batches(capsys):
   from benchmarks import memory  # pylint: disable=g-import-not-at-top
   rows = memory.main(['--depths=11', '--image_sizes=32', '--batch_size=32', '--width=8',
@@ -178,6 +181,7 @@ def test_memory_analysis_counts_the_state_and_shrinks_with_micro_batches(capsys)
   assert '| 11 | 32 | 4 |' in capsys.readouterr().out
 
 
+@pytest.mark.slow  # Runs the benchmark end to end.
 def test_checkpoint_overlap_reports_the_saves(tmp_path):
   from benchmarks import checkpoint_overlap  # pylint: disable=g-import-not-at-top
   report = checkpoint_overlap.main(['--depth=11', '--width=8', '--hidden_units=32',

@@ -117,6 +117,13 @@ def test_missing_config_file():
       'config file configs/vgg17.py does not exist;')
 
 
+@pytest.mark.parametrize('args, named', [
+    (['--jax_platforms=cpu'], True), (['-jax_enable_x64'], True), (['--nojax_enable_x64'], True),
+    (['--config.jax_thing=1', '--mode=train'], False), (['--workdir=jax_runs'], False)])
+def test_jax_flags_are_recognised(args, named):
+  assert cli.names_jax_flags(['main.py', *args]) is named
+
+
 def test_closest_field():
   fields = ['model.depth', 'model.width', 'batch_size']
   assert cli.closest_field('model.widht', fields) == 'model.width'
@@ -147,6 +154,7 @@ MAIN_RUNS = {
     'other_config': ["--config.members=(('a', 'runs/a'),)"],
     'untrained_members': ['--mode=predict_ensemble'],
     'help': ['--help'],
+    'jax_flag': ['--jax_platforms=cpu', '--config.model.dept=12'],
 }
 
 
@@ -175,6 +183,7 @@ def error_lines(stderr):
 @pytest.mark.slow
 @pytest.mark.parametrize('run,message', [
     ('misspelt', "error: no field 'model.dept'; did you mean 'model.depth'?"),
+    ('jax_flag', "error: no field 'model.dept'; did you mean 'model.depth'?"),
     ('wrong_type', "error: --config.model.depth=abc: model.depth takes an int, not 'abc' "
                    '(the config has 16).'),
     ('other_config', "error: configs/smoke.py has no field 'members'; it lives in "
@@ -196,3 +205,18 @@ def test_main_help_shows_the_modes_and_their_default_configs(main_runs):
   assert 'predict_ensemble uses configs/ensemble.py, summary uses configs/ensemble.py' in help_text
   assert ('(default: configs/smoke.py with --mode=train|evaluate|predict; configs/ensemble.py '
           'with --mode=predict_ensemble|summary)') in help_text
+
+
+@pytest.mark.slow
+def test_main_answers_a_flag_mistake_without_importing_jax_or_tensorflow(tmp_path):
+  result = subprocess.run(
+      [sys.executable, '-X', 'importtime', str(REPO / 'main.py'), '--config.model.dept=12',
+       f'--workdir={tmp_path / "out"}'], cwd=tmp_path, capture_output=True, text=True,
+      timeout=120, check=False)
+  assert result.returncode == 2
+  assert error_lines(result.stderr) == ["error: no field 'model.dept'; did you mean "
+                                        "'model.depth'?"]
+  imported = {line.split('|')[-1].strip().split('.')[0]
+              for line in result.stderr.splitlines() if line.startswith('import time:')}
+  assert {'absl', 'ml_collections', 'vgg_flax'} <= imported
+  assert not imported & {'jax', 'jaxlib', 'tensorflow', 'flax', 'orbax'}

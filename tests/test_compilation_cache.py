@@ -78,6 +78,7 @@ def test_bad_cache_fields_are_config_errors(field, value, message):
     configuration.validate_config(config)
 
 
+@pytest.mark.slow  # Subprocesses: imports and compilation.
 def test_a_restart_loads_the_compiled_step_from_the_cache(tmp_path):
   """The first process compiles and writes the cache; the second finds its steps there."""
   env = dict(os.environ, JAX_PLATFORMS='cpu')

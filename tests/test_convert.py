@@ -190,7 +190,7 @@ def test_batch_norm_weights_for_a_model_without_batch_norm():
     convert.from_torch_state_dict(state_dict, flax_model(11, batch_norm=False))
 
 
-def test_cli_conversion_round_trip(tmp_path):
+def test_convert_file_round_trip(tmp_path):
   import ml_collections  # pylint: disable=g-import-not-at-top
   from configs import default  # pylint: disable=g-import-not-at-top
   torch_model = randomize(OriginalVGG(16, conv1x1=True))
@@ -255,6 +255,7 @@ def test_write_converted_workdir_saves_config_and_variables(tmp_path):
     convert.write_converted_workdir(config, variables, str(tmp_path / 'run'))
 
 
+@pytest.mark.slow  # Subprocesses: imports and compilation.
 def test_cli_converts_and_evaluate_reports_accuracy(tmp_path, data_config, sample_params):
   """Round trip: torch state_dict -> converter CLI -> main.py --mode=evaluate on the sample."""
   num_classes = sample_params['num_classes']
@@ -282,6 +283,7 @@ def test_cli_converts_and_evaluate_reports_accuracy(tmp_path, data_config, sampl
   assert 0.0 <= results['accuracy'] <= 1.0 and np.isfinite(results['loss'])
 
 
+@pytest.mark.slow  # Subprocesses: imports and compilation.
 def test_cli_reports_a_wrong_depth_in_one_line(tmp_path):
   torch.save(randomize(OriginalVGG(13)).state_dict(), tmp_path / 'vgg13.pt')
   result = subprocess.run(

@@ -3,7 +3,8 @@
 Every run trains the same narrow VGG-11 for EPOCHS short epochs; whatever happens on the
 way, the rerun must end bitwise equal to one uninterrupted run (final params and optimizer
 state read back from the final orbax checkpoints), with each epoch once in `history.csv` and
-in TensorBoard. The subprocesses share a JAX compilation cache, so only the first compiles.
+in TensorBoard. The subprocesses share the session's JAX compilation cache (tests/conftest.py),
+so only the first compiles.
 """
 
 import io
@@ -51,12 +52,9 @@ def run_flags(workdir, data_source, data_dir, *extra) -> list[str]:
 
 
 @pytest.fixture(scope='module')
-def env(tmp_path_factory):
-  cache = tmp_path_factory.mktemp('jax_cache')
-  return dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2',
-              JAX_COMPILATION_CACHE_DIR=str(cache),
-              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='-1')
+def env():
+  """The subprocesses' environment; they use the session's compilation cache (conftest)."""
+  return dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2')
 
 
 class Run:

@@ -40,6 +40,7 @@ def run_processes(args, count=2, timeout=240):
   return results
 
 
+@pytest.mark.slow  # Subprocesses: imports and compilation.
 def test_two_processes_train_and_evaluate_exactly(data_config, tmp_path):
   workdir = tmp_path / 'run'
   common = ['--config=configs/vgg11.py', f'--workdir={workdir}',

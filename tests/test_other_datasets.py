@@ -1,6 +1,7 @@
 """Any local TFDS image-classification dataset trains through the same pipeline."""
 
 import numpy as np
+import pytest
 import tensorflow_datasets as tfds
 
 from input_pipeline import pipeline
@@ -33,6 +34,7 @@ class ToyGray(tfds.core.GeneratorBasedBuilder):
       yield i, {'image': image.astype(np.uint8), 'label': label}
 
 
+@pytest.mark.slow  # Prepares a dataset and trains end to end.
 def test_a_grayscale_tfds_dataset_trains_and_evaluates(data_config, tmp_path):
   data_config.dataset = 'toy_gray'
   data_config.data_source = ''

@@ -359,6 +359,7 @@ def run_main(*args, cwd):
                         capture_output=True, text=True, timeout=300, check=False)
 
 
+@pytest.mark.slow  # Subprocesses: imports and compilation.
 def test_main_evaluate_exits_zero(members, tmp_path):
   result = run_main('--mode=evaluate', f'--config={REPO / "configs/default.py"}',
                     f'--workdir={members["a"]}', cwd=tmp_path)
@@ -366,6 +367,7 @@ def test_main_evaluate_exits_zero(members, tmp_path):
   assert 'top-1' in result.stdout
 
 
+@pytest.mark.slow  # Subprocesses: imports and compilation.
 def test_main_bad_member_exits_two_with_one_line(tmp_path):
   # The default members are runs/vgg11, ... relative to the (empty) working directory.
   result = run_main('--mode=predict_ensemble', f'--config={REPO / "configs/ensemble.py"}',

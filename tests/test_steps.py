@@ -192,6 +192,7 @@ def test_cosine_schedule_shape():
                              [0.0, 0.05, 0.1, 0.0], atol=1e-7)
 
 
+@pytest.mark.slow  # Subprocesses: imports and compilation.
 def test_four_devices_equal_one_device():
   """One step on 4 emulated CPU devices equals one step on 1 device (same global batch)."""
   script = textwrap.dedent('''

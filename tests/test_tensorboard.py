@@ -26,27 +26,20 @@ from vgg_flax import train
 METRICS = ('loss', 'accuracy', 'top5_accuracy')
 
 
-def small_config(sample_folder, tfds_data_dir):
-  from tests import conftest  # pylint: disable=g-import-not-at-top
-  return conftest.data_config.__wrapped__(sample_folder, tfds_data_dir)
-
-
 @pytest.fixture(scope='module')
-def runs(tmp_path_factory):
+def runs(trained_run):
   """The `runs/` folder that `tensorboard --logdir` is pointed at."""
-  return tmp_path_factory.mktemp('runs')
+  return trained_run.workdir.parent
 
 
 @pytest.fixture(scope='module')
-def fresh_run(runs, sample_folder, tfds_data_dir):
-  """Two epochs in a new workdir."""
-  config = small_config(sample_folder, tfds_data_dir)
-  train.train_and_evaluate(config, str(runs / 'fresh'))
-  return runs / 'fresh'
+def fresh_run(trained_run):
+  """Two epochs in a new workdir (the session's shared run: read it, do not change it)."""
+  return trained_run.workdir
 
 
 @pytest.fixture(scope='module')
-def old_layout_run(runs, fresh_run, sample_folder, tfds_data_dir):
+def old_layout_run(runs, fresh_run, make_data_config):
   """`fresh_run` as the layout before this one left it (all scalars in the workdir's own
   events, no train/ and val/ runs, no sample figures), then resumed for a third epoch."""
   workdir = runs / 'old'
@@ -60,7 +53,7 @@ def old_layout_run(runs, fresh_run, sample_folder, tfds_data_dir):
   for row in before:
     old_writer.write_scalars(6 * row['epoch'], {f'epoch/{k}': v for k, v in row.items()})
   old_writer.close()
-  config = small_config(sample_folder, tfds_data_dir)
+  config = make_data_config()
   config.num_epochs = 3
   train.train_and_evaluate(config, str(workdir))
   return workdir, before

@@ -102,6 +102,7 @@ def parity_config(tmp_path_factory):
   return config
 
 
+@pytest.mark.slow  # Trains in PyTorch and here, end to end.
 def test_adam_steps_and_validation_losses_match_pytorch(parity_config, tmp_path):
   dataset = pipeline.open_dataset(parity_config)
   train_data = split_arrays(parity_config, dataset, 'train')

@@ -25,13 +25,9 @@ def params_of(state):
 
 
 @pytest.fixture(scope='module')
-def two_epoch_run(tmp_path_factory, sample_folder, tfds_data_dir):
+def two_epoch_run(trained_run, make_data_config):
   """An uninterrupted two-epoch run (the reference for resume and the file checks)."""
-  from tests import conftest  # pylint: disable=g-import-not-at-top
-  config = conftest.data_config.__wrapped__(sample_folder, tfds_data_dir)
-  workdir = tmp_path_factory.mktemp('two_epochs')
-  state = train.train_and_evaluate(config, str(workdir))
-  return config, workdir, params_of(state)
+  return make_data_config(), trained_run.workdir, params_of(trained_run.state)
 
 
 def test_workdir_holds_every_artifact(two_epoch_run):
@@ -136,6 +132,7 @@ def test_non_finite_loss_stops_and_keeps_checkpoints(data_config, tmp_path, monk
   assert os.listdir(tmp_path / 'best') == ['1']
 
 
+@pytest.mark.slow  # The README's first command in full: minutes on 2 cores.
 def test_smoke_config_learns(tmp_path):
   """The README's first command: the generated sample, well above chance (0.05)."""
   config = smoke.get_config()
@@ -146,7 +143,8 @@ def test_smoke_config_learns(tmp_path):
   assert max(row['val_accuracy'] for row in history) >= smoke.EXPECTED_MIN_VAL_ACCURACY
 
 
-def test_main_trains_and_reports_bad_data(tmp_path, data_config):
+@pytest.mark.slow
+def test_main_reports_a_missing_data_source_in_one_line(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   missing = tmp_path / 'nowhere'
   result = subprocess.run(
@@ -157,3 +155,4 @@ def test_main_trains_and_reports_bad_data(tmp_path, data_config):
   assert 'Traceback' not in result.stderr
   error_lines = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
   assert len(error_lines) == 1 and str(missing) in error_lines[0]
+  assert not (tmp_path / 'w' / 'checkpoints').exists()  # Nothing trained on no data.

@@ -195,6 +195,11 @@ def bad_value_message(error: flags.Error, config: ml_collections.ConfigDict) -> 
           f'(the config has {current!r}).')
 
 
+def names_jax_flags(argv: Sequence[str]) -> bool:
+  """Whether argv sets one of JAX's absl flags (`--jax_...` or `--nojax_...`)."""
+  return any(re.match(r'^--?(?:no)?jax_', arg) for arg in argv)
+
+
 def parse_flags(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS) -> list[str]:
   """Parses main.py's flags; every mistake is a one-line `ConfigError`.
 

@@ -2,17 +2,16 @@
 
 Every user mistake becomes one `ConfigError` line that names the field, the value and what
 would be right; `main.py` prints it and exits with status 2.
+
+JAX and the model modules are imported by the checks that need them, not with this module:
+`main.py` checks its flags (`vgg_flax.cli`, which raises `ConfigError`) before it spends
+seconds importing JAX and TensorFlow.
 """
 
 import json
 import pathlib
 
-import jax
 import ml_collections
-
-from vgg_flax import conv
-from vgg_flax import models
-from vgg_flax import steps
 
 OPTIMIZERS = ('adam', 'adamw', 'sgd')
 SCHEDULES = ('constant', 'cosine')
@@ -46,6 +45,7 @@ def _check_choice(value, name: str, choices) -> None:
 
 
 def _check_model(model: ml_collections.ConfigDict) -> None:
+  from vgg_flax import models  # pylint: disable=g-import-not-at-top
   _check_choice(model.depth, 'model.depth', sorted(models.STAGE_PLANS))
   _require(not model.conv1x1 or model.depth == 16,
            f'model.conv1x1=True is defined for model.depth=16 only (configuration C), '
@@ -63,6 +63,7 @@ def _check_model(model: ml_collections.ConfigDict) -> None:
 
 
 def _check_batches(config) -> None:
+  import jax  # pylint: disable=g-import-not-at-top
   devices, processes = jax.device_count(), jax.process_count()
   for name in ('batch_size', 'eval_batch_size'):
     value = config[name]
@@ -79,6 +80,7 @@ def _check_scale(config) -> None:
 
   Configs saved before these fields existed (old workdirs' config.json) get the defaults.
   """
+  import jax  # pylint: disable=g-import-not-at-top
   cache, folder = config.get('compilation_cache', True), config.get('compilation_cache_dir', '')
   _require(isinstance(cache, bool), f'compilation_cache={cache!r} must be True or False.')
   _require(isinstance(folder, str),
@@ -107,6 +109,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   Args:
     config: a config built from `configs/default.py`.
   """
+  from vgg_flax import conv  # pylint: disable=g-import-not-at-top
+  from vgg_flax import models  # pylint: disable=g-import-not-at-top
   _check_model(config.model)
   _check_batches(config)
   _check_cache(config)
@@ -121,8 +125,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _require(config.weight_decay >= 0, f'weight_decay={config.weight_decay} must be >= 0.')
   _require(0 <= config.label_smoothing < 1,
            f'label_smoothing={config.label_smoothing} must be in [0, 1).')
-  _require(0 <= config.warmup_epochs < config.num_epochs or config.warmup_epochs == 0,
-           f'warmup_epochs={config.warmup_epochs} must be below num_epochs={config.num_epochs}.')
+  _require(0 <= config.warmup_epochs < config.num_epochs,
+           f'warmup_epochs={config.warmup_epochs} must be in [0, num_epochs='
+           f'{config.num_epochs}).')
   _require(config.early_stopping.patience >= 1,
            f'early_stopping.patience={config.early_stopping.patience} must be at least 1.')
   _require(config.early_stopping.min_delta >= 0,
@@ -140,6 +145,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_prediction(config) -> None:
+  from vgg_flax import steps  # pylint: disable=g-import-not-at-top
   # .get: configs saved before these fields existed are still valid.
   # (`predict_images` is a str by the ConfigDict's type; what it names is checked when read.)
   _check_choice(config.get('tta', 'none'), 'tta', steps.TTA_MODES)
@@ -182,11 +188,29 @@ def model_differences(saved: dict, current: dict) -> list[str]:
 
 def check_workdir_compatible(config: ml_collections.ConfigDict,
                              workdir: str | pathlib.Path) -> None:
-  """Refuses to resume a workdir whose saved config has another model or dataset."""
+  """Refuses to train on in a workdir whose saved config has another model or dataset, or
+  to resume its checkpoint with another `batch_size`.
+
+  A resumed run continues the saved step count, learning-rate schedule and data order, all
+  counted in batches of the saved size: another size would silently change them. (Only
+  `grad_accum_steps` may change: it splits the same batch into micro-batches.)
+  """
   path = pathlib.Path(workdir) / 'config.json'
   if not path.exists():
     return
-  differences = model_differences(json.loads(path.read_text()), config_to_dict(config))
+  saved = json.loads(path.read_text())
+  differences = model_differences(saved, config_to_dict(config))
   _require(not differences,
            f'{workdir} holds a run with another model config ({"; ".join(differences)}); '
            f'use a new --workdir or the same model settings.')
+  saved_batch = saved.get('batch_size', config.batch_size)
+  _require(saved_batch == config.batch_size or not _has_checkpoint(workdir),
+           f'{workdir} resumes a run trained with batch_size={saved_batch}, not '
+           f'{config.batch_size}: use --config.batch_size={saved_batch} (grad_accum_steps '
+           f'to fit it in less memory) or a new --workdir.')
+
+
+def _has_checkpoint(workdir: str | pathlib.Path) -> bool:
+  """Whether the workdir holds a finished epoch to resume (`checkpoints/<epoch>/`)."""
+  folder = pathlib.Path(workdir) / 'checkpoints'
+  return folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir())

@@ -13,6 +13,7 @@ from absl import logging
 _START = time.perf_counter()
 # Where the compiled executables go when `compilation_cache_dir` is '': beside the workdirs.
 CACHE_DIR_NAME = '.jax_cache'
+_JAX_CACHE_VARIABLE = 'JAX_COMPILATION_CACHE_DIR'
 
 # No XLA CPU flag made whole train or eval steps faster, measured side by side
 # (`benchmarks/throughput.py`, VGG-11, 64 px, fp32, train / eval img/s against the default on
@@ -47,7 +48,8 @@ def enable_compilation_cache(config, workdir: str | pathlib.Path) -> pathlib.Pat
   """Turns on JAX's persistent compilation cache, so a restart loads its compiled steps.
 
   Call before anything is compiled. The cache key covers the program, the compiler options,
-  the device kind and the JAX version, so a changed config or host compiles afresh.
+  the device kind and the JAX version, so a changed config or host compiles afresh. With
+  `compilation_cache_dir` '', a `JAX_COMPILATION_CACHE_DIR` in the environment is the folder.
 
   Returns:
     The cache folder, or None when `config.compilation_cache` is False.
@@ -57,6 +59,9 @@ def enable_compilation_cache(config, workdir: str | pathlib.Path) -> pathlib.Pat
   if folder is None:
     logging.info('Persistent compilation cache off (config.compilation_cache=False).')
     return None
+  if not config.get('compilation_cache_dir', '') and os.environ.get(_JAX_CACHE_VARIABLE):
+    # JAX's own variable, when set, replaces the default folder (the tests share one).
+    folder = pathlib.Path(os.environ[_JAX_CACHE_VARIABLE]).expanduser().absolute()
   jax.config.update('jax_compilation_cache_dir', str(folder))
   # Every executable, not only those over JAX's 1 s default: a restart should compile nothing.
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
