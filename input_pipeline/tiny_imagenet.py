@@ -18,6 +18,9 @@ two sources never share prepared files in one `data_dir`. Human-readable class n
 `words.txt`) are in `info.metadata['class_names']`.
 """
 
+import collections
+from collections.abc import Iterator
+import concurrent.futures
 import dataclasses
 import hashlib
 import io
@@ -27,6 +30,7 @@ import pathlib
 import re
 import shutil
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 import zipfile
@@ -42,6 +46,11 @@ IMAGE_SIZE = 64
 OFFICIAL_CONFIG = 'official'
 # Images of this shape and mode are stored as they are; the others are re-encoded (PNG).
 KEPT_MODES = ('RGB', 'L')
+# A JPEG starts with the start-of-image marker and ends with the end-of-image marker.
+JPEG_START, JPEG_END = b'\xff\xd8', b'\xff\xd9'
+# Threads that read and check the image files while preparing, and how far they read ahead.
+READ_THREADS = 4
+AHEAD = 256
 
 
 class DataError(ValueError):
@@ -60,6 +69,8 @@ class Source:
     self.path = pathlib.Path(path).expanduser().resolve()
     if zipfile.is_zipfile(self.path):
       self._zip = zipfile.ZipFile(self.path)
+      # ZipFile counts its open members without a lock: threads take turns reading.
+      self._zip_lock = threading.Lock()
       self._names = set(self._zip.namelist())
       roots = [n[:-len('wnids.txt')] for n in self._names if n.endswith('wnids.txt')]
       self._prefix = min(roots, key=len) if roots else ''
@@ -101,7 +112,8 @@ class Source:
   def read_bytes(self, relative: str) -> bytes:
     try:
       if self._zip:
-        return self._zip.read(self._prefix + relative)
+        with self._zip_lock:
+          return self._zip.read(self._prefix + relative)
       return (self.path / relative).read_bytes()
     except (KeyError, FileNotFoundError) as e:
       raise DataError(f'{self.describe(relative)}: file not found.') from e
@@ -204,7 +216,8 @@ def decode_image(data: bytes, name: str) -> bytes | np.ndarray:
 
   64x64 RGB or grayscale JPEGs are kept as they are (the TFDS decoder asks for 3 channels,
   so grayscale comes out as 3 equal channels); anything else is decoded here, converted to
-  RGB, resized to 64x64 and handed over as pixels.
+  RGB, resized to 64x64 and handed over as pixels. A complete JPEG that is kept is checked
+  from its header alone (see `is_kept_jpeg`): decoding it here would only be thrown away.
 
   Args:
     data: the file's bytes.
@@ -218,6 +231,31 @@ def decode_image(data: bytes, name: str) -> bytes | np.ndarray:
   """
   if not data:
     raise DataError(f'{name}: empty file; expected a {IMAGE_SIZE}x{IMAGE_SIZE} JPEG image.')
+  if is_kept_jpeg(data):
+    return data
+  return fully_decoded_image(data, name)
+
+
+def is_kept_jpeg(data: bytes) -> bool:
+  """Whether the bytes are a complete 64x64 RGB or grayscale JPEG, read without decoding.
+
+  The header (PIL's lazy `Image.open`) gives the mode and size; the start-of-image marker
+  first and the end-of-image marker last show the file is complete (a truncated file lacks
+  the end marker: inside the compressed data a 0xFF byte is always followed by 0x00 or a
+  restart marker, never by 0xD9). Anything else, or any doubt, returns False and the image
+  is decoded in full by `fully_decoded_image`, which also words the errors.
+  """
+  if not (data.startswith(JPEG_START) and data.endswith(JPEG_END)):
+    return False
+  try:
+    with Image.open(io.BytesIO(data), formats=('JPEG',)) as image:
+      return image.mode in KEPT_MODES and image.size == (IMAGE_SIZE, IMAGE_SIZE)
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+    return False
+
+
+def fully_decoded_image(data: bytes, name: str) -> bytes | np.ndarray:
+  """`decode_image` by a full PIL decode: the original bytes or (64, 64, 3) uint8 pixels."""
   try:
     with Image.open(io.BytesIO(data)) as image:
       image.load()  # Decodes the whole image: truncated files fail here.
@@ -231,6 +269,40 @@ def decode_image(data: bytes, name: str) -> bytes | np.ndarray:
   if rgb.size != (IMAGE_SIZE, IMAGE_SIZE):
     rgb = rgb.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
   return np.asarray(rgb, dtype=np.uint8)
+
+
+def checked_images(source: Source, files: list[tuple[str, str, int]], *,
+                   threads: int = READ_THREADS) -> Iterator[bytes | np.ndarray | DataError]:
+  """`decode_image` of each file, in the order of `files`, read by a pool of threads.
+
+  Reading a file and decoding an image release the GIL, so the threads overlap them with
+  each other and with TFDS's serialisation in the calling thread. At most `AHEAD` images
+  are held ahead of the caller.
+
+  Args:
+    source: the dataset files.
+    files: (relative path, file name, label) tuples, as from `split_files`.
+    threads: worker threads.
+
+  Yields:
+    What `decode_image` returns for each file, or the DataError it raised (the caller
+    decides whether to skip it).
+  """
+
+  def check(relative: str) -> bytes | np.ndarray | DataError:
+    try:
+      return decode_image(source.read_bytes(relative), source.describe(relative))
+    except DataError as error:
+      return error
+
+  with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+    pending = collections.deque()
+    for relative, _, _ in files:
+      pending.append(pool.submit(check, relative))
+      if len(pending) >= AHEAD:
+        yield pending.popleft().result()
+    while pending:
+      yield pending.popleft().result()
 
 
 @dataclasses.dataclass(eq=False)
@@ -374,12 +446,10 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, source: Source, split: str, files):
     skipped = []
-    for relative, name, label in files:
-      try:
-        image = decode_image(source.read_bytes(relative), source.describe(relative))
-      except DataError:
+    for (_, name, label), image in zip(files, checked_images(source, files)):
+      if isinstance(image, DataError):
         if not self.builder_config.skip_corrupt:
-          raise
+          raise image
         skipped.append(name)
         continue
       yield name, {'image': image, 'label': label, 'file_name': name}
