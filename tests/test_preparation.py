@@ -178,3 +178,23 @@ def test_read_errors_keep_their_order_and_the_first_one_stops_preparing(odd_fold
   with pytest.raises(DataError, match=r'val_3\.JPEG: cannot decode'):
     tiny_imagenet.make_builder(odd_folder, data_dir=str(tmp_path / 'tfds')).download_and_prepare()
   assert not list((tmp_path / 'tfds').glob('tiny_imagenet/*/1.0.0'))
+
+
+def test_direct_writer_writes_the_files_tfds_writes(odd_folder, tmp_path, monkeypatch):
+  """The same shard files, byte for byte, as TFDS's generic generator path."""
+  prepared = {}
+  for direct in (True, False):
+    monkeypatch.setattr(tiny_imagenet.TinyImagenet, 'direct_writer', direct)
+    builder = tiny_imagenet.make_builder(odd_folder, data_dir=str(tmp_path / str(direct)),
+                                         skip_corrupt=True)
+    builder.download_and_prepare()
+    folder = pathlib.Path(builder.data_dir)
+    prepared[direct] = ({p.name: p.read_bytes() for p in folder.glob('*.tfrecord*')},
+                        {s: (i.shard_lengths, i.num_bytes)
+                         for s, i in builder.info.splits.items()})
+  assert prepared[True][1] == prepared[False][1]
+  assert {s: lengths for s, (lengths, _) in prepared[True][1].items()} == {
+      'train': [20], 'validation': [7], 'test': [8]}
+  assert sorted(prepared[True][0]) == sorted(prepared[False][0]) == [
+      f'tiny_imagenet-{s}.tfrecord-00000-of-00001' for s in ('test', 'train', 'validation')]
+  assert prepared[True][0] == prepared[False][0]
