@@ -33,6 +33,7 @@ import os
 import pathlib
 import resource
 import shutil
+from statistics import median
 import subprocess
 import sys
 import time
@@ -67,10 +68,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help='Reuse generated samples (and their recorded generation time).')
   parser.add_argument('--reuse_prepared', action='store_true',
                       help='Skip the preparation measurement when the TFRecords exist.')
+  parser.add_argument('--baseline', default='',
+                      help='Another checkout of the project (e.g. `git worktree add DIR REV`): '
+                      'preparation is timed alternately with its code and this code.')
+  parser.add_argument('--prepare_repeats', type=int, default=1)
+  parser.add_argument('--prepare_samples', default='full,fifth',
+                      help='Samples to prepare (and time); the jobs need theirs prepared.')
   parser.add_argument('--batch_size', type=int, default=64)
   parser.add_argument('--cached_epochs', type=int, default=2)
   parser.add_argument('--width', type=int, default=16, help='Narrow VGG-11 for the epoch.')
   parser.add_argument('--hidden_units', type=int, default=256)
+  parser.add_argument('--overhead_steps', type=int, default=200,
+                      help='Steps in each timing of the loop against the step alone.')
+  parser.add_argument('--overhead_repeats', type=int, default=3)
   parser.add_argument('--jobs', default='cached,streaming,train',
                       help='Measurements to run; the others are kept from an existing --json.')
   parser.add_argument('--json', default=os.path.join(REPO, 'benchmarks/results/full_size.json'))
@@ -164,14 +174,16 @@ def train_job(args) -> dict:
   val = train.evaluate_split(trainer, state, config.eval_split)
   eval_s = time.perf_counter() - start
   state, epoch_s = epoch_overhead.time_epoch(trainer, state, 2)
-  # Before `time_steps`, which holds the whole epoch's batches on the device at once.
   training_rss = peak_rss_mib()
-  state, step_sum_s, steps = epoch_overhead.time_steps(trainer, state, 2)
+  _, overhead = epoch_overhead.loop_overhead(trainer, state, epoch=3,
+                                             repeats=args.overhead_repeats,
+                                             steps=args.overhead_steps)
+  images = trainer.steps_per_epoch * args.batch_size
   return {'model': f'VGG-11 width {args.width}, hidden {args.hidden_units}, batch '
-                   f'{args.batch_size}, 64 px', 'steps': steps,
-          'first_epoch_s': first_epoch_s, 'epoch_s': epoch_s, 'step_sum_s': step_sum_s,
-          'step_ms': 1000 * step_sum_s / steps, 'loop_overhead': epoch_s / step_sum_s - 1,
-          'eval_s': eval_s, 'val_accuracy': val['accuracy'], 'peak_rss_mib': training_rss}
+                   f'{args.batch_size}, 64 px', 'steps': trainer.steps_per_epoch,
+          'first_epoch_s': first_epoch_s, 'epoch_s': epoch_s, 'epoch_img_s': images / epoch_s,
+          'eval_s': eval_s, 'val_accuracy': val['accuracy'], 'peak_rss_mib': training_rss,
+          'loop_overhead': overhead['overhead'], 'overhead_detail': overhead}
 
 
 def run_job(args, job: str, sample: str) -> dict:
@@ -179,7 +191,8 @@ def run_job(args, job: str, sample: str) -> dict:
   command = [sys.executable, os.path.abspath(__file__), '--job', job, '--sample', sample,
              '--data_dir', args.data_dir, '--batch_size', str(args.batch_size),
              '--cached_epochs', str(args.cached_epochs), '--width', str(args.width),
-             '--hidden_units', str(args.hidden_units)]
+             '--hidden_units', str(args.hidden_units), '--overhead_steps',
+             str(args.overhead_steps), '--overhead_repeats', str(args.overhead_repeats)]
   done = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True, cwd=REPO)
   report = json.loads(done.stdout.strip().splitlines()[-1])
   print(f'{job} ({sample}): {json.dumps(report)}', flush=True)
@@ -217,35 +230,83 @@ def generate(args, sample: dict) -> dict:
   return {**result, 'reused': False}
 
 
+# Prepares a source with the `input_pipeline` of the checkout given first (this one, or the
+# --baseline); prints the seconds and images as JSON. TensorFlow is imported before timing.
+PREPARE = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import tensorflow_datasets as tfds
+from input_pipeline import tiny_imagenet
+tfds.disable_progress_bar()
+start = time.perf_counter()
+builder = tiny_imagenet.make_builder(sys.argv[2], data_dir=sys.argv[3])
+builder.download_and_prepare()
+seconds = time.perf_counter() - start
+images = sum(split.num_examples for split in builder.info.splits.values())
+print(json.dumps({'seconds': seconds, 'images': images, 'img_s': images / seconds,
+                  'split_sizes': {k: v.num_examples for k, v in builder.info.splits.items()}}))
+"""
+
+
+def prepare_with(code: str, source: str, data_dir: str) -> dict:
+  """Prepares `source` into a fresh `data_dir` with the code of checkout `code`, timed."""
+  shutil.rmtree(data_dir, ignore_errors=True)
+  done = subprocess.run([sys.executable, '-c', PREPARE, code, source, data_dir], check=True,
+                        stdout=subprocess.PIPE, text=True, cwd=code)
+  return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def shard_files(data_dir: str) -> dict[str, bytes]:
+  """The prepared TFRecord shards under a TFDS data dir, by name."""
+  return {p.name: p.read_bytes()
+          for p in sorted(pathlib.Path(data_dir).glob('tiny_imagenet/*/*/*.tfrecord*'))}
+
+
 def prepare(args, sample: dict, sample_name: str) -> dict:
-  """Prepares the sample into a fresh TFDS dir and returns the img/s of preparation."""
+  """Prepares the sample into a fresh TFDS dir and returns the img/s of preparation.
+
+  With --baseline, the baseline checkout prepares the same source too, alternating with this
+  code (--prepare_repeats times each), and the shard files of the two are compared.
+  """
   config = sample_config(args, sample)
-  config.data_source = str(pipeline.generate_sample(config))
-  config.data_dir = tfds_dir(args, sample_name)
-  if args.reuse_prepared and os.path.isdir(config.data_dir):
+  source = str(pipeline.generate_sample(config))
+  data_dir = tfds_dir(args, sample_name)
+  if args.reuse_prepared and os.path.isdir(data_dir):
+    config.data_source, config.data_dir = source, data_dir
     info = pipeline.get_dataset_info(config)
     return {'reused': True, 'images': sum(info.split_sizes.values())}
-  shutil.rmtree(config.data_dir, ignore_errors=True)
-  start = time.perf_counter()
-  info = pipeline.get_dataset_info(config)
-  seconds = time.perf_counter() - start
-  images = sum(info.split_sizes.values())
-  return {'seconds': seconds, 'images': images, 'img_s': images / seconds,
-          'split_sizes': info.split_sizes}
+  runs = {'this': [], 'baseline': []}
+  for _ in range(args.prepare_repeats):
+    if args.baseline:
+      runs['baseline'].append(prepare_with(args.baseline, source, data_dir + '_baseline'))
+    runs['this'].append(prepare_with(REPO, source, data_dir))
+  report = {**runs['this'][-1], 'img_s': median([r['img_s'] for r in runs['this']]),
+            'runs_img_s': [r['img_s'] for r in runs['this']]}
+  if args.baseline:
+    baseline = [r['img_s'] for r in runs['baseline']]
+    report.update(baseline=args.baseline, baseline_img_s=median(baseline),
+                  baseline_runs_img_s=baseline,
+                  speedup=median([t['img_s'] / b['img_s']
+                                  for t, b in zip(runs['this'], runs['baseline'])]),
+                  identical_shards=shard_files(data_dir) == shard_files(data_dir + '_baseline'))
+    shutil.rmtree(data_dir + '_baseline')
+  return report
 
 
 def summary(report: dict) -> dict:
-  """Each target's figure and whether it is met."""
-  streaming = report['streaming']
-  figures = {
-      'prepare_img_s': report['prepare']['full'].get('img_s'),
-      'cached_img_s': min(report['cached']['epoch_img_s'][1:]),
-      'streaming_img_s': min(streaming['full']['epoch_img_s']),
-      'streaming_rss_growth_mib': (max(streaming['full']['epoch_rss_mib'])
-                                   - max(streaming['fifth']['epoch_rss_mib'])),
-      'cached_train_rss_gib': report['train']['peak_rss_mib'] / 1024,
-      'loop_overhead': report['train']['loop_overhead'],
-  }
+  """Each target's figure (of the measurements there are) and whether it is met."""
+  figures = {'prepare_img_s': report['prepare'].get('full', {}).get('img_s')}
+  if report.get('cached'):
+    figures['cached_img_s'] = min(report['cached']['epoch_img_s'][1:])
+  streaming = report.get('streaming', {})
+  if 'full' in streaming:
+    figures['streaming_img_s'] = min(streaming['full']['epoch_img_s'])
+  if 'full' in streaming and 'fifth' in streaming:
+    figures['streaming_rss_growth_mib'] = (max(streaming['full']['epoch_rss_mib'])
+                                           - max(streaming['fifth']['epoch_rss_mib']))
+  if report.get('train'):
+    figures['cached_train_rss_gib'] = report['train']['peak_rss_mib'] / 1024
+    figures['loop_overhead'] = report['train']['loop_overhead']
   higher_is_better = ('prepare_img_s', 'cached_img_s', 'streaming_img_s')
   return {name: {'value': value, 'target': TARGETS[name],
                  'met': None if value is None else (
@@ -271,16 +332,20 @@ def main(argv=None) -> dict:
   for name, sample in (('full', FULL), ('fifth', FIFTH)):
     report['generation'][name] = generate(args, sample)
     print(f'generation ({name}): {report["generation"][name]}', flush=True)
+    if name not in args.prepare_samples.split(','):
+      continue
     report['prepare'][name] = prepare(args, sample, name)
     if report['prepare'][name].get('reused') and 'img_s' in previous.get(name, {}):
       report['prepare'][name] = {**previous[name], 'reused': True}
     print(f'prepare ({name}): {report["prepare"][name]}', flush=True)
   jobs = args.jobs.split(',')
-  report['cached'] = run_job(args, 'cached', 'full') if 'cached' in jobs else earlier['cached']
+  report['cached'] = run_job(args, 'cached', 'full') if 'cached' in jobs else earlier.get(
+      'cached')
   for name in ('full', 'fifth'):
     report['streaming'][name] = (run_job(args, 'streaming', name) if 'streaming' in jobs
-                                 else earlier['streaming'][name])
-  report['train'] = run_job(args, 'train', 'full') if 'train' in jobs else earlier['train']
+                                 else earlier.get('streaming', {}).get(name))
+  report['streaming'] = {k: v for k, v in report['streaming'].items() if v}
+  report['train'] = run_job(args, 'train', 'full') if 'train' in jobs else earlier.get('train')
   report['summary'] = summary(report)
   print(json.dumps(report['summary'], indent=2))
   if args.json:
