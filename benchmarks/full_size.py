@@ -9,9 +9,10 @@ validation, 10,000 test, 64 px JPEGs) with the project's generator, then measure
   cached       train input img/s with cache=True: the first (decoding) epoch and cached ones
   streaming    train input img/s with cache=False at 100,000 and at 20,000 train images,
                with the peak RSS of each (memory must not grow with the dataset)
-  train        one epoch of a narrow VGG-11 end to end with cache=True: the loop's wall
-               time against the sum of its blocked steps (the loop's own overhead), the
-               evaluation, and the training process's peak RSS
+  train        a narrow VGG-11 with cache=True: the loop's own overhead (the step time in
+               `train_epoch` against the jitted step alone on the same batches, already on
+               the device, alternating; see epoch_overhead.py), then one epoch end to end,
+               the evaluation, and the training process's peak RSS
 
 Input epochs put each batch through the jitted augmentation (a random flip and 4-px-pad
 crop per image) and block on it. Each measurement runs in a process of its own, so each
@@ -78,7 +79,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--cached_epochs', type=int, default=2)
   parser.add_argument('--width', type=int, default=16, help='Narrow VGG-11 for the epoch.')
   parser.add_argument('--hidden_units', type=int, default=256)
-  parser.add_argument('--overhead_steps', type=int, default=200,
+  parser.add_argument('--overhead_steps', type=int, default=100,
                       help='Steps in each timing of the loop against the step alone.')
   parser.add_argument('--overhead_repeats', type=int, default=3)
   parser.add_argument('--jobs', default='cached,streaming,train',
@@ -163,25 +164,28 @@ def input_job(args, cache: bool, epochs: int) -> dict:
 
 
 def train_job(args) -> dict:
-  """One epoch of a narrow VGG-11 end to end (cache=True), and the loop's own overhead."""
+  """The loop's own overhead, then one epoch of a narrow VGG-11 end to end (cache=True)."""
   from benchmarks import epoch_overhead  # pylint: disable=g-import-not-at-top
   from vgg_flax import train  # pylint: disable=g-import-not-at-top
   config = child_config(args)
   config.cache = True
   trainer = train.create_trainer(config)
-  state, first_epoch_s = epoch_overhead.time_epoch(trainer, trainer.state, 1)
+  state, warmup_s = epoch_overhead.warm_up(trainer, trainer.state)
+  state, overhead = epoch_overhead.loop_overhead(trainer, state, epoch=1,
+                                                 repeats=args.overhead_repeats,
+                                                 steps=args.overhead_steps)
+  print(f'warm-up {warmup_s:.1f} s; overhead: {json.dumps(overhead)}', file=sys.stderr,
+        flush=True)  # Kept in the log should the epoch not finish.
+  state, epoch_s = epoch_overhead.time_epoch(trainer, state, 2)
+  training_rss = peak_rss_mib()
+  images = trainer.steps_per_epoch * args.batch_size
+  print(f'epoch: {epoch_s:.1f} s, {images / epoch_s:.0f} img/s', file=sys.stderr, flush=True)
   start = time.perf_counter()
   val = train.evaluate_split(trainer, state, config.eval_split)
   eval_s = time.perf_counter() - start
-  state, epoch_s = epoch_overhead.time_epoch(trainer, state, 2)
-  training_rss = peak_rss_mib()
-  _, overhead = epoch_overhead.loop_overhead(trainer, state, epoch=3,
-                                             repeats=args.overhead_repeats,
-                                             steps=args.overhead_steps)
-  images = trainer.steps_per_epoch * args.batch_size
   return {'model': f'VGG-11 width {args.width}, hidden {args.hidden_units}, batch '
                    f'{args.batch_size}, 64 px', 'steps': trainer.steps_per_epoch,
-          'first_epoch_s': first_epoch_s, 'epoch_s': epoch_s, 'epoch_img_s': images / epoch_s,
+          'warmup_s': warmup_s, 'epoch_s': epoch_s, 'epoch_img_s': images / epoch_s,
           'eval_s': eval_s, 'val_accuracy': val['accuracy'], 'peak_rss_mib': training_rss,
           'loop_overhead': overhead['overhead'], 'overhead_detail': overhead}
 
@@ -330,10 +334,10 @@ def main(argv=None) -> dict:
       earlier = json.load(f)
   previous = earlier.get('prepare', {}) if args.reuse_prepared else {}
   for name, sample in (('full', FULL), ('fifth', FIFTH)):
+    if name not in args.prepare_samples.split(','):
+      continue  # A job that needs it generates and prepares it.
     report['generation'][name] = generate(args, sample)
     print(f'generation ({name}): {report["generation"][name]}', flush=True)
-    if name not in args.prepare_samples.split(','):
-      continue
     report['prepare'][name] = prepare(args, sample, name)
     if report['prepare'][name].get('reused') and 'img_s' in previous.get(name, {}):
       report['prepare'][name] = {**previous[name], 'reused': True}

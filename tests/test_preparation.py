@@ -93,17 +93,17 @@ def zipped(folder: pathlib.Path, path: pathlib.Path) -> pathlib.Path:
 def expected_split(folder: pathlib.Path, split: str) -> list[tuple[str, int, np.ndarray]]:
   """(file name, label, image) of each readable file of a split, in natural name order."""
   wnids = sorted((folder / 'wnids.txt').read_text().split())
+  in_order = lambda paths: sorted(paths, key=lambda p: tiny_imagenet.natural_key(p.name))
   if split == 'train':
-    paths = [(p, i) for i, w in enumerate(wnids) for p in sorted(
-        (folder / 'train' / w / 'images').iterdir(), key=lambda p: tiny_imagenet.natural_key(p.name))]
+    paths = [(p, i) for i, w in enumerate(wnids)
+             for p in in_order((folder / 'train' / w / 'images').iterdir())]
   elif split == 'validation':
     lines = (folder / 'val' / 'val_annotations.txt').read_text().splitlines()
     labels = dict(l.split('\t')[:2] for l in lines)
-    paths = [(folder / 'val' / 'images' / n, wnids.index(labels[n]))
-             for n in sorted(labels, key=tiny_imagenet.natural_key)]
+    paths = [(p, wnids.index(labels[p.name]))
+             for p in in_order(folder / 'val' / 'images' / n for n in labels)]
   else:
-    paths = [(p, -1) for p in sorted((folder / 'test' / 'images').iterdir(),
-                                     key=lambda p: tiny_imagenet.natural_key(p.name))]
+    paths = [(p, -1) for p in in_order((folder / 'test' / 'images').iterdir())]
   return [(p.name, label, image) for p, label in paths
           if (image := reference(p.read_bytes())) is not None]
 
