@@ -469,8 +469,8 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
 
     `GeneratorBasedBuilder` would encode every example through the features and serialise
     it generically, which costs more than checking the image; these three features
-    serialise directly to the same bytes. The examples, their order, the shards and their
-    names are TFDS's own.
+    serialise directly to the same `tf.train.Example`s. The examples, their order, the
+    shards and their names are TFDS's own.
     """
     if not self.direct_writer:
       return super()._download_and_prepare(dl_manager, download_config)
@@ -506,12 +506,10 @@ class _Serialized:
 def example_serializer(features: tfds.features.FeaturesDict):
   """A function from an example of this builder to its serialised `tf.train.Example`.
 
-  The same bytes as TFDS's `features.serialize_example(features.encode_example(example))`
-  (the features in the same order; the image encoded by its feature only when it is
-  pixels) at a fraction of the cost.
+  The same example as TFDS's `features.serialize_example(features.encode_example(example))`
+  (the image encoded by its feature only when it is pixels) at a fraction of the cost.
   """
   image_feature, label_feature = features['image'], features['label']
-  order = list(features.get_serialized_info())
 
   def serialize(example: dict) -> bytes:
     image = example['image']
@@ -523,7 +521,9 @@ def example_serializer(features: tfds.features.FeaturesDict):
         'file_name': tf.train.Feature(bytes_list=tf.train.BytesList(value=[
             example['file_name'].encode()])),
     }
-    return tf.train.Example(features=tf.train.Features(
-        feature={name: values[name] for name in order})).SerializeToString()
+    # Deterministic: the features in name order, so preparing again writes the same bytes
+    # (protobuf otherwise orders a map's entries by a hash seeded per process).
+    return tf.train.Example(features=tf.train.Features(feature=values)).SerializeToString(
+        deterministic=True)
 
   return serialize

@@ -21,7 +21,7 @@ from input_pipeline import synthetic
 from input_pipeline import tiny_imagenet
 from input_pipeline.tiny_imagenet import DataError
 
-SPLITS = {'train': 'train', 'validation': 'val', 'test': 'test'}
+SPLITS = ('train', 'validation', 'test')
 
 
 def encode(image: Image.Image, fmt: str = 'JPEG', **options) -> bytes:
@@ -180,21 +180,39 @@ def test_read_errors_keep_their_order_and_the_first_one_stops_preparing(odd_fold
   assert not list((tmp_path / 'tfds').glob('tiny_imagenet/*/1.0.0'))
 
 
-def test_direct_writer_writes_the_files_tfds_writes(odd_folder, tmp_path, monkeypatch):
-  """The same shard files, byte for byte, as TFDS's generic generator path."""
+def records(folder: pathlib.Path) -> dict[str, list[tf.train.Example]]:
+  """The examples of each shard file of a prepared folder, parsed."""
+  return {p.name: [tf.train.Example.FromString(r) for r in tf.data.TFRecordDataset(str(p))
+                   .as_numpy_iterator()] for p in sorted(folder.glob('*.tfrecord*'))}
+
+
+def test_direct_writer_writes_the_examples_and_shards_tfds_writes(odd_folder, tmp_path,
+                                                                   monkeypatch):
+  """The same shard files holding the same examples as TFDS's generic generator path."""
   prepared = {}
   for direct in (True, False):
     monkeypatch.setattr(tiny_imagenet.TinyImagenet, 'direct_writer', direct)
     builder = tiny_imagenet.make_builder(odd_folder, data_dir=str(tmp_path / str(direct)),
                                          skip_corrupt=True)
     builder.download_and_prepare()
-    folder = pathlib.Path(builder.data_dir)
-    prepared[direct] = ({p.name: p.read_bytes() for p in folder.glob('*.tfrecord*')},
+    prepared[direct] = (records(pathlib.Path(builder.data_dir)),
                         {s: (i.shard_lengths, i.num_bytes)
                          for s, i in builder.info.splits.items()})
   assert prepared[True][1] == prepared[False][1]
   assert {s: lengths for s, (lengths, _) in prepared[True][1].items()} == {
       'train': [20], 'validation': [7], 'test': [8]}
-  assert sorted(prepared[True][0]) == sorted(prepared[False][0]) == [
+  assert sorted(prepared[True][0]) == [
       f'tiny_imagenet-{s}.tfrecord-00000-of-00001' for s in ('test', 'train', 'validation')]
   assert prepared[True][0] == prepared[False][0]
+
+
+def test_serialised_examples_do_not_depend_on_the_process(odd_folder, tmp_path):
+  """Protobuf orders map entries by a hash seeded per process; the direct writer sorts them."""
+  builder = tiny_imagenet.make_builder(odd_folder, data_dir=str(tmp_path), skip_corrupt=True)
+  serialize = tiny_imagenet.example_serializer(builder.info.features)
+  data = serialize({'image': b'\xff\xd8x', 'label': 1, 'file_name': 'a.JPEG'})
+  assert data.index(b'file_name') < data.index(b'image') < data.index(b'label')
+  example = tf.train.Example.FromString(data)
+  assert example.features.feature['image'].bytes_list.value == [b'\xff\xd8x']
+  assert example.features.feature['label'].int64_list.value == [1]
+  assert example.features.feature['file_name'].bytes_list.value == [b'a.JPEG']
