@@ -6,7 +6,10 @@ batches through the jitted step alone, already on the device and dispatched back
 (blocked once at the end, as the loop blocks only to log). The two alternate, `--repeats`
 times, to share the machine's noise; the overhead is the median of (loop / steps alone) - 1:
 what the host loop (input pipeline, transfers, metric merging, logging) costs on top of the
-compiled step. `--steps` times that many steps of an epoch instead of all of them.
+compiled step. A third timing runs the loop around an idle jitted step (it returns the state
+unchanged): the host's own work per step, whose share of the step bounds the overhead from
+above and, being short, stays precise on a busy machine where two long timings differ by
+more than the overhead. `--steps` times that many steps of an epoch instead of all of them.
 
   python benchmarks/epoch_overhead.py --depth=11 --repeats=3 --json=/tmp/overhead.json
 
@@ -14,6 +17,7 @@ This one needs TensorFlow (the input pipeline is tf.data); `throughput.py` does 
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -107,19 +111,33 @@ def time_steps(trainer, state, batches: list[dict]):
   return state, time.perf_counter() - start
 
 
+def with_idle_step(trainer, state, batch):
+  """The trainer with a jitted step that returns the state and a step's metrics unchanged.
+
+  Timing the loop with it gives the host's own work per step (input, transfer, metric
+  merging, logging) with no compute to hide behind.
+  """
+  state, step_metrics = trainer.train_step(state, batch)
+  idle_step = jax.jit(lambda state, batch: (state, step_metrics))
+  return state, dataclasses.replace(trainer, train_step=idle_step)
+
+
 def loop_overhead(trainer, state, *, epoch: int, repeats: int, steps: int = 0):
-  """Alternately times the loop and the jitted step alone on the same batches.
+  """Alternately times the loop, the jitted step alone on the same batches, and the loop
+  around an idle step.
 
   Args:
     trainer: from `train.create_trainer` (compiled and, with cache=True, cached already).
     state: the train state to continue from.
     epoch: whose batches are timed.
-    repeats: pairs of (loop, steps alone) timings.
+    repeats: rounds of (loop, step alone, loop around an idle step) timings.
     steps: time only the epoch's first `steps` steps (0: the whole epoch).
 
   Returns:
-    The new state and a report: per-step milliseconds in the loop and alone (medians),
-    the overhead (median of loop / alone - 1) and each pair's seconds.
+    The new state and a report: per-step milliseconds in the loop, alone and of the host's
+    own work (medians); the overhead (median of loop / alone - 1); the host's share of the
+    step (host / alone), which bounds the overhead from above without the noise of two
+    long timings; and each round's seconds.
   """
   config = trainer.config
   cap = config.steps_per_epoch
@@ -127,18 +145,22 @@ def loop_overhead(trainer, state, *, epoch: int, repeats: int, steps: int = 0):
     config.steps_per_epoch = steps
   try:
     batches = batches_on_device(trainer, epoch)
-    pairs = []
+    state, idle = with_idle_step(trainer, state, batches[0])
+    time_epoch(idle, state, epoch)  # Compiles the idle step.
+    rounds = []
     for _ in range(repeats):
       state, loop_s = time_epoch(trainer, state, epoch)
       state, alone_s = time_steps(trainer, state, batches)
-      pairs.append((loop_s, alone_s))
+      _, host_s = time_epoch(idle, state, epoch)
+      rounds.append((loop_s, alone_s, host_s))
   finally:
     config.steps_per_epoch = cap
-  loop_s, alone_s = np.array(pairs).T
+  loop_s, alone_s, host_s = np.array(rounds).T
+  step_ms = lambda seconds: 1000 * float(np.median(seconds)) / len(batches)
   return state, {
-      'steps': len(batches), 'loop_step_ms': 1000 * float(np.median(loop_s)) / len(batches),
-      'alone_step_ms': 1000 * float(np.median(alone_s)) / len(batches),
-      'overhead': float(np.median(loop_s / alone_s)) - 1, 'pairs_s': pairs}
+      'steps': len(batches), 'loop_step_ms': step_ms(loop_s), 'alone_step_ms': step_ms(alone_s),
+      'host_step_ms': step_ms(host_s), 'overhead': float(np.median(loop_s / alone_s)) - 1,
+      'host_share': float(np.median(host_s / alone_s)), 'rounds_s': rounds}
 
 
 def main(argv=None) -> dict:
@@ -152,8 +174,9 @@ def main(argv=None) -> dict:
   report = {'args': vars(args), 'warmup_s': warmup_s, **overhead}
   print(f"VGG-{args.depth} width {args.width}, batch {args.batch_size}, {overhead['steps']} "
         f"steps: {overhead['loop_step_ms']:.2f} ms a step in the loop, "
-        f"{overhead['alone_step_ms']:.2f} ms alone, overhead {100 * overhead['overhead']:.1f}% "
-        f"(warm-up {warmup_s:.1f} s)")
+        f"{overhead['alone_step_ms']:.2f} ms alone, overhead {100 * overhead['overhead']:.1f}%; "
+        f"the host's own work {overhead['host_step_ms']:.2f} ms a step, "
+        f"{100 * overhead['host_share']:.2f}% of the step (warm-up {warmup_s:.1f} s)")
   if args.json:
     with open(args.json, 'w', encoding='utf-8') as f:
       json.dump(report, f, indent=2)

@@ -11,8 +11,9 @@ validation, 10,000 test, 64 px JPEGs) with the project's generator, then measure
                with the peak RSS of each (memory must not grow with the dataset)
   train        a narrow VGG-11 with cache=True: the loop's own overhead (the step time in
                `train_epoch` against the jitted step alone on the same batches, already on
-               the device, alternating; see epoch_overhead.py), then one epoch end to end,
-               the evaluation, and the training process's peak RSS
+               the device, and the host's own work around an idle step, alternating; see
+               epoch_overhead.py), then one epoch end to end, the evaluation, and the
+               training process's peak RSS ('overhead' runs the first part alone)
 
 Input epochs put each batch through the jitted augmentation (a random flip and 4-px-pad
 crop per image) and block on it. Each measurement runs in a process of its own, so each
@@ -25,6 +26,11 @@ peak RSS <= 3 GiB with cache=True; loop overhead <= 10% of the step time.
 
 `--reuse_prepared` keeps the prepared TFRecords (and the preparation figures of the
 earlier --json); `--jobs streaming` reruns one measurement and keeps the others.
+`--baseline DIR` times preparation alternately with another checkout's code (e.g.
+`git worktree add DIR REV`) and checks that both prepare the same examples:
+
+  python benchmarks/full_size.py --data_dir /tmp/vgg_flax_full --reuse_data \
+      --prepare_samples full --baseline /tmp/before --prepare_repeats 2 --jobs none
 """
 
 import argparse
@@ -165,8 +171,9 @@ def input_job(args, cache: bool, epochs: int) -> dict:
           'peak_rss_mib': peak_rss_mib()}
 
 
-def train_job(args) -> dict:
-  """The loop's own overhead, then one epoch of a narrow VGG-11 end to end (cache=True)."""
+def train_job(args, epoch: bool = True) -> dict:
+  """The loop's own overhead, then (with `epoch`) one epoch of a narrow VGG-11 end to end
+  with cache=True and the evaluation."""
   from benchmarks import epoch_overhead  # pylint: disable=g-import-not-at-top
   from vgg_flax import train  # pylint: disable=g-import-not-at-top
   config = child_config(args)
@@ -176,20 +183,21 @@ def train_job(args) -> dict:
   state, overhead = epoch_overhead.loop_overhead(trainer, state, epoch=1,
                                                  repeats=args.overhead_repeats,
                                                  steps=args.overhead_steps)
-  print(f'warm-up {warmup_s:.1f} s; overhead: {json.dumps(overhead)}', file=sys.stderr,
-        flush=True)  # Kept in the log should the epoch not finish.
+  report = {'model': f'VGG-11 width {args.width}, hidden {args.hidden_units}, batch '
+                     f'{args.batch_size}, 64 px', 'steps': trainer.steps_per_epoch,
+            'warmup_s': warmup_s, 'loop_overhead': overhead['overhead'],
+            'host_share': overhead['host_share'], 'overhead_detail': overhead}
+  # Kept in the log should the epoch not finish.
+  print(f'overhead: {json.dumps(report)}', file=sys.stderr, flush=True)
+  if not epoch:
+    return report
   state, epoch_s = epoch_overhead.time_epoch(trainer, state, 2)
-  training_rss = peak_rss_mib()
   images = trainer.steps_per_epoch * args.batch_size
-  print(f'epoch: {epoch_s:.1f} s, {images / epoch_s:.0f} img/s', file=sys.stderr, flush=True)
+  report.update(epoch_s=epoch_s, epoch_img_s=images / epoch_s, peak_rss_mib=peak_rss_mib())
+  print(f'epoch: {json.dumps(report)}', file=sys.stderr, flush=True)
   start = time.perf_counter()
   val = train.evaluate_split(trainer, state, config.eval_split)
-  eval_s = time.perf_counter() - start
-  return {'model': f'VGG-11 width {args.width}, hidden {args.hidden_units}, batch '
-                   f'{args.batch_size}, 64 px', 'steps': trainer.steps_per_epoch,
-          'warmup_s': warmup_s, 'epoch_s': epoch_s, 'epoch_img_s': images / epoch_s,
-          'eval_s': eval_s, 'val_accuracy': val['accuracy'], 'peak_rss_mib': training_rss,
-          'loop_overhead': overhead['overhead'], 'overhead_detail': overhead}
+  return {**report, 'eval_s': time.perf_counter() - start, 'val_accuracy': val['accuracy']}
 
 
 def run_job(args, job: str, sample: str) -> dict:
@@ -211,7 +219,7 @@ def child_main(args) -> None:
   elif args.job == 'streaming':
     report = input_job(args, cache=False, epochs=2)
   else:
-    report = train_job(args)
+    report = train_job(args, epoch=args.job == 'train')
   print(json.dumps(report))
 
 
@@ -325,7 +333,8 @@ def summary(report: dict) -> dict:
                                            - max(streaming['fifth']['epoch_rss_mib']))
   if report.get('train'):
     figures['cached_train_rss_gib'] = report['train']['peak_rss_mib'] / 1024
-    figures['loop_overhead'] = report['train']['loop_overhead']
+  if report.get('overhead') or report.get('train'):
+    figures['loop_overhead'] = (report.get('overhead') or report['train'])['loop_overhead']
   higher_is_better = ('prepare_img_s', 'cached_img_s', 'streaming_img_s')
   return {name: {'value': value, 'target': TARGETS[name],
                  'met': None if value is None else (
@@ -364,7 +373,8 @@ def main(argv=None) -> dict:
     report['streaming'][name] = (run_job(args, 'streaming', name) if 'streaming' in jobs
                                  else earlier.get('streaming', {}).get(name))
   report['streaming'] = {k: v for k, v in report['streaming'].items() if v}
-  report['train'] = run_job(args, 'train', 'full') if 'train' in jobs else earlier.get('train')
+  for job in ('train', 'overhead'):  # 'overhead': the train job without its epoch.
+    report[job] = run_job(args, job, 'full') if job in jobs else earlier.get(job)
   report['summary'] = summary(report)
   print(json.dumps(report['summary'], indent=2))
   if args.json:
