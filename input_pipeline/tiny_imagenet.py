@@ -24,6 +24,7 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import io
+import itertools
 import logging
 import os
 import pathlib
@@ -489,7 +490,9 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
         serializer=_Serialized(), filename_template=filename_template, hash_salt=split,
         disable_shuffling=True, example_writer=self._example_writer(),
         shard_config=download_config.get_shard_config())
-    for index, record in enumerate(records):
+    # TFDS's option to write only the first examples of each split, as its generic path does.
+    limit = download_config.max_examples_per_split
+    for index, record in enumerate(itertools.islice(records, limit)):
       writer.write(index, record)
     shard_lengths, num_bytes = writer.finalize()
     return tfds.core.SplitInfo(name=split, shard_lengths=shard_lengths, num_bytes=num_bytes,
