@@ -136,7 +136,7 @@ def test_kept_jpegs_are_stored_byte_for_byte(odd_folder, tmp_path):
   kept = 0
   for example in tfds.as_numpy(stored):
     name = example['file_name'].decode()
-    path = odd_folder / 'train' / (name.split('_')[0]) / 'images' / name
+    path = odd_folder / 'train' / name.split('_')[0] / 'images' / name
     data = path.read_bytes()
     with Image.open(io.BytesIO(data)) as image:
       as_is = image.format == 'JPEG' and image.mode in ('RGB', 'L') and image.size == (64, 64)
