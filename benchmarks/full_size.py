@@ -9,9 +9,11 @@ validation, 10,000 test, 64 px JPEGs) with the project's generator, then measure
   cached       train input img/s with cache=True: the first (decoding) epoch and cached ones
   streaming    train input img/s with cache=False at 100,000 and at 20,000 train images,
                with the peak RSS of each (memory must not grow with the dataset)
-  train        one epoch of a narrow VGG-11 end to end with cache=True: the loop's wall
-               time against the sum of its blocked steps (the loop's own overhead), the
-               evaluation, and the training process's peak RSS
+  train        a narrow VGG-11 with cache=True: the loop's own overhead (the step time in
+               `train_epoch` against the jitted step alone on the same batches, already on
+               the device, and the host's own work around an idle step, alternating; see
+               epoch_overhead.py), then one epoch end to end, the evaluation, and the
+               training process's peak RSS ('overhead' runs the first part alone)
 
 Input epochs put each batch through the jitted augmentation (a random flip and 4-px-pad
 crop per image) and block on it. Each measurement runs in a process of its own, so each
@@ -24,15 +26,22 @@ peak RSS <= 3 GiB with cache=True; loop overhead <= 10% of the step time.
 
 `--reuse_prepared` keeps the prepared TFRecords (and the preparation figures of the
 earlier --json); `--jobs streaming` reruns one measurement and keeps the others.
+`--baseline DIR` times preparation alternately with another checkout's code (e.g.
+`git worktree add DIR REV`) and checks that both prepare the same examples:
+
+  python benchmarks/full_size.py --data_dir /tmp/vgg_flax_full --reuse_data \
+      --prepare_samples full --baseline /tmp/before --prepare_repeats 2 --jobs none
 """
 
 import argparse
 import functools
+import itertools
 import json
 import os
 import pathlib
 import resource
 import shutil
+from statistics import median
 import subprocess
 import sys
 import time
@@ -43,6 +52,7 @@ sys.path.insert(0, REPO)
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-position
 from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -63,10 +73,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help='Reuse generated samples (and their recorded generation time).')
   parser.add_argument('--reuse_prepared', action='store_true',
                       help='Skip the preparation measurement when the TFRecords exist.')
+  parser.add_argument('--baseline', default='',
+                      help='Another checkout of the project (e.g. `git worktree add DIR REV`): '
+                      'preparation is timed alternately with its code and this code.')
+  parser.add_argument('--prepare_repeats', type=int, default=1)
+  parser.add_argument('--prepare_samples', default='full,fifth',
+                      help='Samples to prepare (and time); the jobs need theirs prepared.')
   parser.add_argument('--batch_size', type=int, default=64)
   parser.add_argument('--cached_epochs', type=int, default=2)
   parser.add_argument('--width', type=int, default=16, help='Narrow VGG-11 for the epoch.')
   parser.add_argument('--hidden_units', type=int, default=256)
+  parser.add_argument('--overhead_steps', type=int, default=100,
+                      help='Steps in each timing of the loop against the step alone.')
+  parser.add_argument('--overhead_repeats', type=int, default=3)
   parser.add_argument('--jobs', default='cached,streaming,train',
                       help='Measurements to run; the others are kept from an existing --json.')
   parser.add_argument('--json', default=os.path.join(REPO, 'benchmarks/results/full_size.json'))
@@ -150,26 +169,33 @@ def input_job(args, cache: bool, epochs: int) -> dict:
           'peak_rss_mib': peak_rss_mib()}
 
 
-def train_job(args) -> dict:
-  """One epoch of a narrow VGG-11 end to end (cache=True), and the loop's own overhead."""
+def train_job(args, epoch: bool = True) -> dict:
+  """The loop's own overhead, then (with `epoch`) one epoch of a narrow VGG-11 end to end
+  with cache=True and the evaluation."""
   from benchmarks import epoch_overhead  # pylint: disable=g-import-not-at-top
   from vgg_flax import train  # pylint: disable=g-import-not-at-top
   config = child_config(args)
   config.cache = True
   trainer, state = train.create_trainer(config)
-  state, first_epoch_s = epoch_overhead.time_epoch(trainer, state, 1)
+  state, warmup_s = epoch_overhead.warm_up(trainer, state)
+  state, overhead = epoch_overhead.loop_overhead(trainer, state, epoch=1,
+                                                 repeats=args.overhead_repeats,
+                                                 steps=args.overhead_steps)
+  report = {'model': f'VGG-11 width {args.width}, hidden {args.hidden_units}, batch '
+                     f'{args.batch_size}, 64 px', 'steps': trainer.steps_per_epoch,
+            'warmup_s': warmup_s, 'loop_overhead': overhead['overhead'],
+            'host_share': overhead['host_share'], 'overhead_detail': overhead}
+  # Kept in the log should the epoch not finish.
+  print(f'overhead: {json.dumps(report)}', file=sys.stderr, flush=True)
+  if not epoch:
+    return report
+  state, epoch_s = epoch_overhead.time_epoch(trainer, state, 2)
+  images = trainer.steps_per_epoch * args.batch_size
+  report.update(epoch_s=epoch_s, epoch_img_s=images / epoch_s, peak_rss_mib=peak_rss_mib())
+  print(f'epoch: {json.dumps(report)}', file=sys.stderr, flush=True)
   start = time.perf_counter()
   val = train.evaluate_split(trainer, state, config.eval_split)
-  eval_s = time.perf_counter() - start
-  state, epoch_s = epoch_overhead.time_epoch(trainer, state, 2)
-  # Before `time_steps`, which holds the whole epoch's batches on the device at once.
-  training_rss = peak_rss_mib()
-  state, step_sum_s, steps = epoch_overhead.time_steps(trainer, state, 2)
-  return {'model': f'VGG-11 width {args.width}, hidden {args.hidden_units}, batch '
-                   f'{args.batch_size}, 64 px', 'steps': steps,
-          'first_epoch_s': first_epoch_s, 'epoch_s': epoch_s, 'step_sum_s': step_sum_s,
-          'step_ms': 1000 * step_sum_s / steps, 'loop_overhead': epoch_s / step_sum_s - 1,
-          'eval_s': eval_s, 'val_accuracy': val['accuracy'], 'peak_rss_mib': training_rss}
+  return {**report, 'eval_s': time.perf_counter() - start, 'val_accuracy': val['accuracy']}
 
 
 def run_job(args, job: str, sample: str) -> dict:
@@ -177,7 +203,8 @@ def run_job(args, job: str, sample: str) -> dict:
   command = [sys.executable, os.path.abspath(__file__), '--job', job, '--sample', sample,
              '--data_dir', args.data_dir, '--batch_size', str(args.batch_size),
              '--cached_epochs', str(args.cached_epochs), '--width', str(args.width),
-             '--hidden_units', str(args.hidden_units)]
+             '--hidden_units', str(args.hidden_units), '--overhead_steps',
+             str(args.overhead_steps), '--overhead_repeats', str(args.overhead_repeats)]
   done = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True, cwd=REPO)
   report = json.loads(done.stdout.strip().splitlines()[-1])
   print(f'{job} ({sample}): {json.dumps(report)}', flush=True)
@@ -190,7 +217,7 @@ def child_main(args) -> None:
   elif args.job == 'streaming':
     report = input_job(args, cache=False, epochs=2)
   else:
-    report = train_job(args)
+    report = train_job(args, epoch=args.job == 'train')
   print(json.dumps(report))
 
 
@@ -215,35 +242,101 @@ def generate(args, sample: dict) -> dict:
   return {**result, 'reused': False}
 
 
+# Prepares a source with the `input_pipeline` of the checkout given first (this one, or the
+# --baseline); prints the seconds and images as JSON, and images per CPU second (all threads),
+# which a busy machine changes less than the wall time. TensorFlow is imported before timing.
+PREPARE = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import tensorflow_datasets as tfds
+from input_pipeline import tiny_imagenet
+tfds.disable_progress_bar()
+start, cpu_start = time.perf_counter(), time.process_time()
+builder = tiny_imagenet.make_builder(sys.argv[2], data_dir=sys.argv[3])
+builder.download_and_prepare()
+seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+images = sum(split.num_examples for split in builder.info.splits.values())
+print(json.dumps({'seconds': seconds, 'images': images, 'img_s': images / seconds,
+                  'img_per_cpu_s': images / cpu_seconds,
+                  'split_sizes': {k: v.num_examples for k, v in builder.info.splits.items()}}))
+"""
+
+
+def prepare_with(code: str, source: str, data_dir: str) -> dict:
+  """Prepares `source` into a fresh `data_dir` with the code of checkout `code`, timed."""
+  shutil.rmtree(data_dir, ignore_errors=True)
+  done = subprocess.run([sys.executable, '-c', PREPARE, code, source, data_dir], check=True,
+                        stdout=subprocess.PIPE, text=True, cwd=code)
+  return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def same_examples(data_dir: str, other_dir: str) -> bool:
+  """Whether two prepared TFDS data dirs hold the same shard files with the same examples.
+
+  Examples are compared parsed: TFDS's generic path writes a `tf.train.Example`'s features
+  in an order that changes from process to process.
+  """
+  shards = [sorted(pathlib.Path(d).glob('tiny_imagenet/*/*/*.tfrecord*'))
+            for d in (data_dir, other_dir)]
+  if [p.name for p in shards[0]] != [p.name for p in shards[1]]:
+    return False
+  for ours, theirs in zip(*shards):
+    records = itertools.zip_longest(*(tf.data.TFRecordDataset(str(p)).as_numpy_iterator()
+                                      for p in (ours, theirs)))
+    if any(a is None or b is None or tf.train.Example.FromString(a) !=
+           tf.train.Example.FromString(b) for a, b in records):
+      return False
+  return True
+
+
 def prepare(args, sample: dict, sample_name: str) -> dict:
-  """Prepares the sample into a fresh TFDS dir and returns the img/s of preparation."""
+  """Prepares the sample into a fresh TFDS dir and returns the img/s of preparation.
+
+  With --baseline, the baseline checkout prepares the same source too, alternating with this
+  code (--prepare_repeats times each), and the examples of the two are compared.
+  """
   config = sample_config(args, sample)
-  config.data_source = str(pipeline.generate_sample(config))
-  config.data_dir = tfds_dir(args, sample_name)
-  if args.reuse_prepared and os.path.isdir(config.data_dir):
+  source = str(pipeline.generate_sample(config))
+  data_dir = tfds_dir(args, sample_name)
+  if args.reuse_prepared and os.path.isdir(data_dir):
+    config.data_source, config.data_dir = source, data_dir
     info = pipeline.get_dataset_info(config)
     return {'reused': True, 'images': sum(info.split_sizes.values())}
-  shutil.rmtree(config.data_dir, ignore_errors=True)
-  start = time.perf_counter()
-  info = pipeline.get_dataset_info(config)
-  seconds = time.perf_counter() - start
-  images = sum(info.split_sizes.values())
-  return {'seconds': seconds, 'images': images, 'img_s': images / seconds,
-          'split_sizes': info.split_sizes}
+  runs = {'this': [], 'baseline': []}
+  for _ in range(args.prepare_repeats):
+    if args.baseline:
+      runs['baseline'].append(prepare_with(args.baseline, source, data_dir + '_baseline'))
+    runs['this'].append(prepare_with(REPO, source, data_dir))
+  report = {**runs['this'][-1], 'img_s': median([r['img_s'] for r in runs['this']]),
+            'runs_img_s': [r['img_s'] for r in runs['this']],
+            'img_per_cpu_s': median([r['img_per_cpu_s'] for r in runs['this']])}
+  if args.baseline:
+    baseline = [r['img_s'] for r in runs['baseline']]
+    report.update(baseline=args.baseline, baseline_img_s=median(baseline),
+                  baseline_runs_img_s=baseline, baseline_img_per_cpu_s=median(
+                      [r['img_per_cpu_s'] for r in runs['baseline']]),
+                  speedup=median([t['img_s'] / b['img_s']
+                                  for t, b in zip(runs['this'], runs['baseline'])]),
+                  same_examples=same_examples(data_dir, data_dir + '_baseline'))
+    shutil.rmtree(data_dir + '_baseline')
+  return report
 
 
 def summary(report: dict) -> dict:
-  """Each target's figure and whether it is met."""
-  streaming = report['streaming']
-  figures = {
-      'prepare_img_s': report['prepare']['full'].get('img_s'),
-      'cached_img_s': min(report['cached']['epoch_img_s'][1:]),
-      'streaming_img_s': min(streaming['full']['epoch_img_s']),
-      'streaming_rss_growth_mib': (max(streaming['full']['epoch_rss_mib'])
-                                   - max(streaming['fifth']['epoch_rss_mib'])),
-      'cached_train_rss_gib': report['train']['peak_rss_mib'] / 1024,
-      'loop_overhead': report['train']['loop_overhead'],
-  }
+  """Each target's figure (of the measurements there are) and whether it is met."""
+  figures = {'prepare_img_s': report['prepare'].get('full', {}).get('img_s')}
+  if report.get('cached'):
+    figures['cached_img_s'] = min(report['cached']['epoch_img_s'][1:])
+  streaming = report.get('streaming', {})
+  if 'full' in streaming:
+    figures['streaming_img_s'] = min(streaming['full']['epoch_img_s'])
+  if 'full' in streaming and 'fifth' in streaming:
+    figures['streaming_rss_growth_mib'] = (max(streaming['full']['epoch_rss_mib'])
+                                           - max(streaming['fifth']['epoch_rss_mib']))
+  if report.get('train'):
+    figures['cached_train_rss_gib'] = report['train']['peak_rss_mib'] / 1024
+  if report.get('overhead') or report.get('train'):
+    figures['loop_overhead'] = (report.get('overhead') or report['train'])['loop_overhead']
   higher_is_better = ('prepare_img_s', 'cached_img_s', 'streaming_img_s')
   return {name: {'value': value, 'target': TARGETS[name],
                  'met': None if value is None else (
@@ -267,6 +360,8 @@ def main(argv=None) -> dict:
       earlier = json.load(f)
   previous = earlier.get('prepare', {}) if args.reuse_prepared else {}
   for name, sample in (('full', FULL), ('fifth', FIFTH)):
+    if name not in args.prepare_samples.split(','):
+      continue  # A job that needs it generates and prepares it.
     report['generation'][name] = generate(args, sample)
     print(f'generation ({name}): {report["generation"][name]}', flush=True)
     report['prepare'][name] = prepare(args, sample, name)
@@ -274,11 +369,14 @@ def main(argv=None) -> dict:
       report['prepare'][name] = {**previous[name], 'reused': True}
     print(f'prepare ({name}): {report["prepare"][name]}', flush=True)
   jobs = args.jobs.split(',')
-  report['cached'] = run_job(args, 'cached', 'full') if 'cached' in jobs else earlier['cached']
+  report['cached'] = run_job(args, 'cached', 'full') if 'cached' in jobs else earlier.get(
+      'cached')
   for name in ('full', 'fifth'):
     report['streaming'][name] = (run_job(args, 'streaming', name) if 'streaming' in jobs
-                                 else earlier['streaming'][name])
-  report['train'] = run_job(args, 'train', 'full') if 'train' in jobs else earlier['train']
+                                 else earlier.get('streaming', {}).get(name))
+  report['streaming'] = {k: v for k, v in report['streaming'].items() if v}
+  for job in ('train', 'overhead'):  # 'overhead': the train job without its epoch.
+    report[job] = run_job(args, job, 'full') if job in jobs else earlier.get(job)
   report['summary'] = summary(report)
   print(json.dumps(report['summary'], indent=2))
   if args.json:
