@@ -2,7 +2,6 @@
 
 import json
 
-import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -10,7 +9,6 @@ import pytest
 import converted_workdir
 from configs import default
 from configs import ensemble as ensemble_config
-from input_pipeline import pipeline
 from vgg_flax import configuration
 from vgg_flax import ensemble
 from vgg_flax import inference

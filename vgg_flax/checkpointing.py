@@ -14,7 +14,6 @@ killed run are ignored, and removed when the workdir is next trained.
 
 import os
 import pathlib
-import shutil
 import sys
 import threading
 import time

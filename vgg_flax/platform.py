@@ -4,6 +4,7 @@
 no JAX at import time. `enable_compilation_cache()` runs once the config and workdir are known.
 """
 
+import os
 import pathlib
 import time
 
