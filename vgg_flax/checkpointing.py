@@ -67,7 +67,7 @@ def _is_closed_loop_error(error: BaseException | None) -> bool:
 
 
 def _silence_abandoned_reads() -> None:
-  """Keeps the reads a failed restore abandoned from printing tracebacks (from now on).
+  """Keeps the reads a failed restore abandons from printing tracebacks (from now on).
 
   When orbax gives up on a damaged checkpoint, TensorStore still completes the reads it
   started, during and after the failed restore, and calls back into the restore's event
@@ -106,11 +106,13 @@ def _restore_newest(manager: ocp.CheckpointManager, restore: Callable[[int], Any
   """
   folder = pathlib.Path(manager.directory)
   failures = []
+  # Before the first restore: a damaged checkpoint's abandoned reads can print while orbax is
+  # still failing, before its error reaches the `except` below.
+  _silence_abandoned_reads()
   for epoch in sorted(manager.all_steps(), reverse=True):
     try:
       restored = restore(epoch)
     except Exception as error:  # pylint: disable=broad-except
-      _silence_abandoned_reads()
       # Orbax raises many kinds (JSON, Unicode, TensorStore, KeyError) for damaged files.
       failures.append((epoch, error))
       logging.warning('%s/%d cannot be restored (%s: %s); trying the checkpoint before it.',
