@@ -22,7 +22,7 @@ def free_port() -> int:
 def run_processes(args, count=2, timeout=240):
   """Starts `count` main.py processes joined through a coordinator on the loopback."""
   address = f'127.0.0.1:{free_port()}'
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='')
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
   procs = [subprocess.Popen(
       [sys.executable, 'main.py', *args, f'--coordinator_address={address}',
        f'--num_processes={count}', f'--process_id={i}'],

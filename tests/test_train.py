@@ -12,7 +12,6 @@ from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
-from configs import smoke
 from vgg_flax import checkpointing
 from vgg_flax import reporting
 from vgg_flax import train
@@ -130,17 +129,6 @@ def test_non_finite_loss_stops_and_keeps_checkpoints(data_config, tmp_path, monk
     train.train_and_evaluate(data_config, str(tmp_path))
   assert os.listdir(tmp_path / 'checkpoints') == ['1']
   assert os.listdir(tmp_path / 'best') == ['1']
-
-
-@pytest.mark.slow  # The README's first command in full: minutes on 2 cores.
-def test_smoke_config_learns(tmp_path):
-  """The README's first command: the generated sample, well above chance (0.05)."""
-  config = smoke.get_config()
-  config.data_dir = str(tmp_path / 'data')
-  config.progress_bar = False
-  train.train_and_evaluate(config, str(tmp_path / 'run'))
-  history = reporting.read_history(tmp_path / 'run' / 'history.csv')
-  assert max(row['val_accuracy'] for row in history) >= smoke.EXPECTED_MIN_VAL_ACCURACY
 
 
 @pytest.mark.slow
