@@ -114,10 +114,15 @@ def trained_run(make_data_config, tmp_path_factory):
   return TrainedRun(workdir=workdir, state=state)
 
 
-# `.ci/run` runs the files on two xdist workers, one file per worker at a time (loadfile),
-# handed out in collection order. These files take longest (about 3 min, 70 s and 130 s on
-# 2 busy cores); started first, they run beside the many short files instead of after them.
-LONGEST_FIRST = ('test_smoke.py', 'test_faults.py', 'test_multiprocess.py')
+# pytest.ini runs the files on two xdist workers, one file per worker at a time (loadfile),
+# handed out in collection order (--no-loadscope-reorder). The longest files go first, so that
+# the many short ones fill in beside them instead of leaving one worker alone at the end
+# (seconds on 2 busy cores, whole suite: smoke 110, faults 120, multiprocess 30-70,
+# benchmarks 55, steps 45; fast set: steps 30, models 22, conv 17, step features 16).
+LONGEST_FIRST = ('test_smoke.py', 'test_faults.py', 'test_multiprocess.py', 'test_benchmarks.py',
+                 'test_steps.py', 'test_predict.py', 'test_init_from.py', 'test_conv.py',
+                 'test_models.py', 'test_train.py', 'test_train_step_features.py',
+                 'test_grad_accum.py', 'test_streaming.py')
 
 
 def pytest_collection_modifyitems(items):

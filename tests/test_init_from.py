@@ -157,6 +157,7 @@ def test_bad_sources_are_one_line_config_errors(tmp_path, make_source, error):
   assert error in message and f'init_from={source!r}' in message and '\n' not in message
 
 
+@pytest.mark.slow  # Trains end to end: two runs.
 def test_checkpoint_wins_over_init_from(data_config, tmp_path, info_logs, monkeypatch):
   data_config.num_epochs = 1
   data_config.steps_per_epoch = 1

@@ -170,6 +170,7 @@ def sample_info(sample_folder, tfds_data_dir):
 # --- End to end ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # Trains end to end: the trained members.
 def test_ensemble_csv_has_one_row_per_test_image(ensemble_run, sample_folder, tfds_data_dir):
   out, _, _ = ensemble_run
   rows = read_csv(out / 'ensemble_predictions.csv')
@@ -191,6 +192,7 @@ def test_ensemble_csv_has_one_row_per_test_image(ensemble_run, sample_folder, tf
     assert row['class_words'] == info.class_names[int(row['mode_pred'])]
 
 
+@pytest.mark.slow  # Trains end to end: the trained members.
 def test_ensemble_report_matches_the_validation_csv(ensemble_run, sample_folder,
                                                     tfds_data_dir):
   out, report, _ = ensemble_run
@@ -211,12 +213,14 @@ def test_ensemble_report_matches_the_validation_csv(ensemble_run, sample_folder,
   assert [m['image_size'] for m in report['members']] == [32, 40, 32]
 
 
+@pytest.mark.slow  # Trains end to end: the trained members.
 def test_ensemble_member_accuracy_matches_its_own_evaluation(ensemble_run, members):
   _, report, _ = ensemble_run
   history = reporting.read_history(members['b'] / 'history.csv')
   assert report['member_accuracy']['b'] == history[-1]['val_accuracy']
 
 
+@pytest.mark.slow  # Trains end to end: the trained members.
 def test_ensemble_figure_is_a_png_of_the_test_images(ensemble_run):
   out, report, _ = ensemble_run
   with Image.open(out / 'sample_predictions.png') as image:
@@ -226,6 +230,7 @@ def test_ensemble_figure_is_a_png_of_the_test_images(ensemble_run):
   assert not [p.name for p in out.iterdir() if p.name.startswith('.')]  # No temp files.
 
 
+@pytest.mark.slow  # Trains end to end: the trained members.
 def test_ensemble_members_share_one_dataset(ensemble_run):
   """Members that read the same data open it once: prepared once, each split decoded once."""
   _, report, opened = ensemble_run
@@ -234,6 +239,7 @@ def test_ensemble_members_share_one_dataset(ensemble_run):
   assert report['num_images'] == 32 and report['predict_images'] == 12
 
 
+@pytest.mark.slow  # Trains end to end: the trained members.
 def test_evaluate_reproduces_the_best_epoch_of_history(members, sample_folder, tfds_data_dir):
   workdir = members['b']
   results = predict.evaluate_workdir(tiny_config(sample_folder, tfds_data_dir), str(workdir))
@@ -247,6 +253,7 @@ def test_evaluate_reproduces_the_best_epoch_of_history(members, sample_folder, t
   assert json.loads((workdir / 'eval_results.json').read_text()) == results
 
 
+@pytest.mark.slow  # Trains end to end: the trained members.
 def test_predict_writes_every_test_image_once(members, sample_folder, tfds_data_dir):
   path = predict.predict_workdir(default.get_config(), str(members['a']))
   rows = read_csv(path)
@@ -277,12 +284,14 @@ def test_empty_member_list(tmp_path):
                'config.members is empty')
 
 
+@pytest.mark.slow  # Trains end to end: the trained members.
 def test_missing_member_workdir(members, tmp_path):
   config = make_ensemble_config([('a', members['a']), ('13', tmp_path / 'nowhere')])
   assert_fails(config, tmp_path / 'out', FileNotFoundError,
                "member '13': workdir .*nowhere does not exist")
 
 
+@pytest.mark.slow  # Trains end to end: the trained members.
 def test_member_without_best_checkpoint(members, tmp_path):
   untrained = tmp_path / 'untrained'
   untrained.mkdir()
@@ -307,6 +316,7 @@ def copy_member(workdir, to, **saved_fields):
   return to
 
 
+@pytest.mark.slow  # Trains end to end: the trained members.
 def test_member_trained_on_other_classes(members, other_sample, tmp_path):
   other = copy_member(members['b'], tmp_path / 'other', data_source=str(other_sample))
   config = make_ensemble_config([('a', members['a']), ('other', other)])
@@ -314,6 +324,7 @@ def test_member_trained_on_other_classes(members, other_sample, tmp_path):
                "member 'other' was trained on 3 other classes than the 4")
 
 
+@pytest.mark.slow  # Trains end to end: the trained members.
 def test_member_whose_data_moved_is_checked_by_its_checkpoint(members, other_sample, tmp_path,
                                                               tfds_data_dir):
   moved = copy_member(members['a'], tmp_path / 'moved', data_source=str(tmp_path / 'gone'))
@@ -323,11 +334,13 @@ def test_member_whose_data_moved_is_checked_by_its_checkpoint(members, other_sam
                "member 'moved': the best/ checkpoint .* does not fit .* 3 classes")
 
 
+@pytest.mark.slow  # Trains end to end: the trained members.
 def test_unknown_split(members, tmp_path):
   config = make_ensemble_config([('a', members['a'])], predict_split='tset')
   assert_fails(config, tmp_path / 'out', pipeline.DataError, "split 'tset' does not exist")
 
 
+@pytest.mark.slow  # Trains end to end: the trained members.
 def test_bad_eval_batch_size(members, tmp_path):
   config = make_ensemble_config([('a', members['a'])], eval_batch_size=0)
   assert_fails(config, tmp_path / 'out', configuration.ConfigError,
@@ -341,6 +354,7 @@ def test_malformed_member_entry(entry, tmp_path):
   assert_fails(config, tmp_path / 'out', configuration.ConfigError, 'is not a .name, workdir. pair')
 
 
+@pytest.mark.slow  # Trains end to end: the trained members.
 def test_repeated_member_name(members, tmp_path):
   config = make_ensemble_config([('a', members['a']), ('a', members['b'])])
   assert_fails(config, tmp_path / 'out', configuration.ConfigError, "name 'a' is repeated")

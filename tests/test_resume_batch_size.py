@@ -28,6 +28,7 @@ def files_and_times(workdir):
   return {path: os.path.getmtime(path) for path in workdir.rglob('*') if path.name != '.lock'}
 
 
+@pytest.mark.slow  # Trains end to end: the session's two-epoch run, then a resume.
 def test_another_batch_size_is_refused_with_the_saved_one(trained_run, make_data_config,
                                                           tmp_path):
   workdir = tmp_path / 'run'

@@ -90,6 +90,7 @@ def params_of(state):
   return jax.tree.map(np.asarray, (state.params, state.batch_stats, state.opt_state))
 
 
+@pytest.mark.slow  # Trains end to end: three runs.
 def test_resume_without_a_cache_is_exact(streaming, tmp_path):
   reference = params_of(train.train_and_evaluate(streaming, str(tmp_path / 'straight')))
   streaming.num_epochs = 1  # Stops after epoch 1, as if interrupted there.

@@ -91,6 +91,7 @@ def new_best_epochs(history: list[dict]) -> list[int]:
   return epochs
 
 
+@pytest.mark.slow  # Trains end to end: reads the session's two-epoch run.
 def test_train_and_val_runs_carry_the_same_tags_once_an_epoch(fresh_run):
   history = reporting.read_history(fresh_run / 'history.csv')
   train_run, val_run = read_run(fresh_run / 'train'), read_run(fresh_run / 'val')
@@ -113,6 +114,7 @@ def test_train_and_val_runs_carry_the_same_tags_once_an_epoch(fresh_run):
   assert not any(tag.startswith('per_step') for tag in val_run.Tags()['tensors'])
 
 
+@pytest.mark.slow  # Trains end to end: reads the session's two-epoch run.
 def test_val_run_holds_the_best_epoch_so_far(fresh_run):
   history = reporting.read_history(fresh_run / 'history.csv')
   val_run = read_run(fresh_run / 'val')
@@ -125,6 +127,7 @@ def test_val_run_holds_the_best_epoch_so_far(fresh_run):
                                [row[f'val_{metric}'] for row in expected], rtol=1e-6)
 
 
+@pytest.mark.slow  # Trains end to end: reads the session's two-epoch run.
 def test_sample_figures_are_the_tensorboard_images(fresh_run):
   assert reporting.grid_shape(summaries.SAMPLE_IMAGES) == (4, 4)
   size = (4 * reporting.GRID_CELL_PX[0], 4 * reporting.GRID_CELL_PX[1])
@@ -136,6 +139,7 @@ def test_sample_figures_are_the_tensorboard_images(fresh_run):
       np.testing.assert_array_equal(np.asarray(png.convert('RGB')), written[0][1])
 
 
+@pytest.mark.slow  # Trains end to end: reads the session's two-epoch run.
 def test_best_predictions_at_each_new_best_epoch(fresh_run):
   history = reporting.read_history(fresh_run / 'history.csv')
   written = images(read_run(fresh_run / 'val'), 'best_predictions')
@@ -144,6 +148,7 @@ def test_best_predictions_at_each_new_best_epoch(fresh_run):
     assert all(pixels.shape == (png.size[1], png.size[0], 3) for _, pixels in written)
 
 
+@pytest.mark.slow  # Trains end to end: reads the session's two-epoch run.
 def test_hparams_declare_the_best_metrics(fresh_run):
   root = read_run(fresh_run)
   assert root.Tags()['tensors'] and not any(  # The workdir's own run holds hparams only.
@@ -183,6 +188,7 @@ def session_groups(logdir, sort_by: str) -> list:
                                           request).run().session_groups)
 
 
+@pytest.mark.slow  # Trains end to end: reads the session's two-epoch run.
 def test_hparams_table_ranks_the_runs_of_a_logdir(runs, fresh_run, old_layout_run):
   old_run, _ = old_layout_run
   best = {}
@@ -205,6 +211,7 @@ def test_hparams_table_ranks_the_runs_of_a_logdir(runs, fresh_run, old_layout_ru
   assert accuracies == sorted(accuracies, reverse=True)
 
 
+@pytest.mark.slow  # Trains end to end: reads the session's two-epoch run.
 def test_old_layout_workdir_resumes_into_the_new_runs(old_layout_run):
   workdir, before = old_layout_run
   history = reporting.read_history(workdir / 'history.csv')

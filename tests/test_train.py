@@ -17,6 +17,8 @@ from vgg_flax import reporting
 from vgg_flax import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Every test trains end to end (in process, or main.py in a subprocess).
+pytestmark = pytest.mark.slow
 
 
 def params_of(state):
@@ -131,7 +133,6 @@ def test_non_finite_loss_stops_and_keeps_checkpoints(data_config, tmp_path, monk
   assert os.listdir(tmp_path / 'best') == ['1']
 
 
-@pytest.mark.slow
 def test_main_reports_a_missing_data_source_in_one_line(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   missing = tmp_path / 'nowhere'
