@@ -179,7 +179,7 @@ def test_predictions_match_the_split_and_are_printed(workdir, test_split, photos
   assert list(rows[0]) == ['path', 'class_index', 'wnid', 'class_words', 'probability',
                            'top5_indices']
   assert [row['path'] for row in rows] == [
-      str(photos / f'more/test_4.JPEG'), *(str(photos / f'test_{i}.JPEG') for i in range(4)),
+      str(photos / 'more/test_4.JPEG'), *(str(photos / f'test_{i}.JPEG') for i in range(4)),
       str(photos / 'wide.png')]
   for row in rows:
     top5 = [int(i) for i in row['top5_indices'].split()]

@@ -11,7 +11,7 @@ from typing import Callable, Iterable, Sequence
 import matplotlib
 
 matplotlib.use('Agg')  # Files only: training hosts have no display.
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import matplotlib.figure  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 import PIL.Image  # pylint: disable=g-import-not-at-top
 import PIL.ImageDraw  # pylint: disable=g-import-not-at-top
@@ -107,7 +107,11 @@ def read_history(path: str | pathlib.Path) -> list[dict]:
 
 def _plot(history: list[dict], metric: str, label: str, path: pathlib.Path) -> None:
   epochs = [row['epoch'] for row in history]
-  fig, ax = plt.subplots(figsize=(6, 4))
+  # A bare Figure with fixed margins: no pyplot state, and no tight_layout pass, which took a
+  # third of the 0.5 s that the two plots cost each epoch (on the 2-core AMD EPYC).
+  fig = matplotlib.figure.Figure(figsize=(6, 4))
+  fig.subplots_adjust(left=0.11, right=0.97, bottom=0.12, top=0.92)
+  ax = fig.add_subplot()
   ax.plot(epochs, [row[f'train_{metric}'] for row in history], marker='o', label='train')
   ax.plot(epochs, [row[f'val_{metric}'] for row in history], marker='o', label='validation')
   ax.set_xlabel('epoch')
@@ -115,9 +119,7 @@ def _plot(history: list[dict], metric: str, label: str, path: pathlib.Path) -> N
   ax.set_title(f'{label}: train vs validation')
   ax.grid(alpha=0.3)
   ax.legend()
-  fig.tight_layout()
   write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=100, format='png'))
-  plt.close(fig)
 
 
 def write_plots(plot_dir: str | pathlib.Path, history: list[dict]) -> None:
