@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from configs import vgg11
+from vgg_flax import predict
 from vgg_flax import reporting
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,10 +61,12 @@ def test_two_processes_train_and_evaluate_exactly(data_config, tmp_path):
   for code, stderr in run_processes([*common, '--mode=evaluate']):
     assert code == 0, stderr[-3000:]
   two_processes = json.loads((workdir / 'eval_results.json').read_text())
-  single = subprocess.run([sys.executable, 'main.py', *common, '--mode=evaluate'], cwd=REPO,
-                          env=dict(os.environ, JAX_PLATFORMS='cpu'), capture_output=True,
-                          text=True, timeout=240, check=False)
-  assert single.returncode == 0, single.stderr[-3000:]
+  # One process (this one, what `--mode=evaluate` runs, with the same overrides as above).
+  config = vgg11.get_config()
+  config.update(data_source=data_config.data_source, data_dir=str(tmp_path / 'tfds'),
+                image_size=32, eval_batch_size=12)
+  config.model.update(width=8, hidden_units=32)
+  predict.evaluate_workdir(config, str(workdir))
   one_process = json.loads((workdir / 'eval_results.json').read_text())
   # Each process evaluated its half (padded and masked); together every image counted once.
   assert two_processes['num_images'] == one_process['num_images'] == 32
