@@ -39,7 +39,6 @@ FIGURE_FILE = 'sample_predictions.png'
 VOTE_COLUMNS = ('mode_pred', 'soft_pred', 'class_pred', 'class_words', 'tied_classes')
 # How `hard_vote` breaks a tie: the README's rule (default) or the original code's.
 TIE_BREAKS = ('first_member', 'lowest_class')
-CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / 'configs'
 # Each image of the figure takes this many inches (at FIGURE_DPI), its title included.
 FIGURE_COLUMNS = 4
 FIGURE_CELL_INCHES = (2.5, 2.8)
@@ -162,13 +161,6 @@ def _member_label(name: str) -> str:
   return f'member {name!r}'
 
 
-def train_command(workdir: str) -> str:
-  """The command that trains a member's workdir (its config guessed from the folder name)."""
-  config = CONFIG_DIR / f'{pathlib.PurePath(workdir).name}.py'
-  config_arg = f'configs/{config.name}' if config.is_file() else 'configs/<model>.py'
-  return f'python main.py --config={config_arg} --workdir={workdir}'
-
-
 def require_trained(members: Sequence[tuple[str, str]], needs: str) -> None:
   """Raises a one-line FileNotFoundError for the first member not trained yet.
 
@@ -177,13 +169,7 @@ def require_trained(members: Sequence[tuple[str, str]], needs: str) -> None:
     needs: what a trained workdir holds, relative to it (e.g. 'history.csv', 'best/').
   """
   for name, workdir in members:
-    path = pathlib.Path(workdir)
-    if not path.is_dir():
-      raise FileNotFoundError(f'{_member_label(name)}: workdir {workdir} does not exist; '
-                              f'train it first: {train_command(workdir)}')
-    if not (path / needs).exists():
-      raise FileNotFoundError(f'{_member_label(name)}: {workdir} holds no {needs}; train it '
-                              f'first: {train_command(workdir)}')
+    workdirs.require_trained(workdir, _member_label(name), needs)
 
 
 def predict_members(config: ml_collections.ConfigDict, members: list[tuple[str, str]],

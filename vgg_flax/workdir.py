@@ -29,6 +29,7 @@ import ml_collections
 from absl import logging
 
 from vgg_flax import checkpointing
+from vgg_flax import cli
 from vgg_flax import configuration
 from vgg_flax import models
 from vgg_flax import reporting
@@ -72,6 +73,31 @@ def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
+def train_command(workdir: str | os.PathLike) -> str:
+  """The command that trains a workdir (its config guessed from the folder name)."""
+  config = cli.CONFIG_DIR / f'{pathlib.PurePath(workdir).name}.py'
+  config_arg = f'configs/{config.name}' if config.is_file() else 'configs/<model>.py'
+  return f'python main.py --config={config_arg} --workdir={workdir}'
+
+
+def require_trained(workdir: str | os.PathLike, name: str, needs: str) -> None:
+  """A one-line FileNotFoundError, naming the command that trains it, where `workdir` or
+  `needs` (a path relative to it, e.g. 'history.csv', 'best/') is missing.
+
+  Args:
+    workdir: a training workdir.
+    name: what the message calls it (e.g. "member '13'").
+    needs: what the caller reads from it.
+  """
+  path = pathlib.Path(workdir)
+  if not path.is_dir():
+    raise FileNotFoundError(f'{name}: workdir {workdir} does not exist; train it first: '
+                            f'{train_command(workdir)}')
+  if not (path / needs).exists():
+    raise FileNotFoundError(f'{name}: {workdir} holds no {needs}; train it first: '
+                            f'{train_command(workdir)}')
+
+
 def load_workdir_config(workdir: str | os.PathLike, name: str) -> ml_collections.ConfigDict:
   """The config saved in a training workdir; a missing workdir or `best/` is an error.
 
@@ -82,13 +108,7 @@ def load_workdir_config(workdir: str | os.PathLike, name: str) -> ml_collections
   Raises:
     FileNotFoundError: the workdir, its `config.json` or its `best/` checkpoint is missing.
   """
-  workdir = pathlib.Path(workdir)
-  if not workdir.is_dir():
-    raise FileNotFoundError(f'{name}: workdir {workdir} does not exist; train it first '
-                            f'(python main.py --config=... --workdir={workdir}).')
-  if not (workdir / CONFIG_FILE).is_file():
-    raise FileNotFoundError(f'{name}: {workdir} holds no {CONFIG_FILE}; it is not a training '
-                            'workdir.')
+  require_trained(workdir, name, CONFIG_FILE)
   if not checkpointing.has_best_checkpoint(workdir):
     raise FileNotFoundError(f'{name}: {workdir} holds no {BEST_DIR}/ checkpoint; train it for '
                             'at least one epoch first.')
