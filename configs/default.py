@@ -35,6 +35,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.sample.val_per_class = 20  # Validation images per class.
   config.sample.test_images = 100  # Unlabelled test images.
   config.sample.seed = 0  # Seed of the drawing; same seed, same files.
+  # Your own images (dataset='image_folder', configs/image_folder.py): without val/, this
+  # share of each class of train/ is held out for validation, drawn with `split_seed`.
+  config.val_fraction = 0.1  # Share of train/ held out when the folder has no val/.
+  config.split_seed = 0  # Seed of that hold-out; same seed, same files held out.
 
   # --- Datasets larger than memory (cache='auto' streams what does not fit) -----------------
   config.cache_max_gib = 4.0  # 'auto' caches a split when its decoded images fit this (GiB).
@@ -90,6 +94,10 @@ def get_config() -> ml_collections.ConfigDict:
   # --- Prediction: test-time augmentation and your own images ------------------------------
   config.tta = 'none'  # Evaluate/predict/ensemble: 'none', or 'flip' (mean softmax with mirror).
   config.predict_images = ''  # --mode=predict on these images (file, folder or glob), not a split.
+  # Grad-CAM heat maps: predict writes explanations/<image>.png and plots/gradcam_grid.png,
+  # evaluate the grid of the validation set's most confident mistakes.
+  config.explain = False  # Write Grad-CAM heat maps with --mode=predict / evaluate.
+  config.explain_layer = ''  # Conv block to explain, e.g. 'stage4_2'; '' = the last one.
 
   # --- CPU training speed ----------------------------------------------------------------
   config.cpu_conv_grad = 'xla'  # CPU conv weight grads: 'taps' (per-tap matmuls) or 'xla'.

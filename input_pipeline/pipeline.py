@@ -44,6 +44,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from input_pipeline import image_folder
 from input_pipeline import synthetic
 from input_pipeline import tiny_imagenet
 from input_pipeline.tiny_imagenet import DataError
@@ -143,13 +144,20 @@ def load_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   """The prepared builder of `config.dataset` (prepares it on first use; `open_dataset`)."""
   if not config.progress_bar:
     tfds.disable_progress_bar()
+  options = image_folder.builder_options(config) if config.dataset == image_folder.NAME else {}
   return prepared_builder(config.dataset, resolve_data_source(config), data_dir(config),
-                          config.skip_corrupt)
+                          config.skip_corrupt, **options)
 
 
-def prepared_builder(dataset: str, source: str, directory: str,
-                     skip_corrupt: bool) -> tfds.core.DatasetBuilder:
+# The builders of this project, which prepare from `data_source`; other names go to TFDS.
+LOCAL_BUILDERS = {tiny_imagenet.TinyImagenet.name: tiny_imagenet, image_folder.NAME: image_folder}
+
+
+def prepared_builder(dataset: str, source: str, directory: str, skip_corrupt: bool,
+                     **options) -> tfds.core.DatasetBuilder:
   """Makes a builder and prepares its data unless a complete copy is already there.
+
+  `options` go to a local builder's `make_builder` (`image_folder.builder_options`).
 
   With several processes, process 0 prepares first and the others wait for it: on a
   shared file system they then find the data ready; with a disk per host they prepare
@@ -157,12 +165,14 @@ def prepared_builder(dataset: str, source: str, directory: str,
   """
 
   def make():
-    if dataset == 'tiny_imagenet':
-      folder = tiny_imagenet.prepared_folder(source, directory)
+    if dataset in LOCAL_BUILDERS:
+      module = LOCAL_BUILDERS[dataset]
+      folder = module.prepared_folder(source, directory, **options)
       if (missing := half_prepared(folder)) is not None:
         logging.warning('%s is half prepared (%s); preparing it again.', folder, missing)
         shutil.rmtree(folder)
-      return tiny_imagenet.make_builder(source, data_dir=directory, skip_corrupt=skip_corrupt)
+      return module.make_builder(source, data_dir=directory, skip_corrupt=skip_corrupt,
+                                 **options)
     return tfds.builder(dataset, data_dir=directory)
 
   if jax.process_count() > 1:

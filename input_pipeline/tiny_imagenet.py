@@ -19,7 +19,7 @@ two sources never share prepared files in one `data_dir`. Human-readable class n
 """
 
 import collections
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 import concurrent.futures
 import dataclasses
 import hashlib
@@ -240,8 +240,8 @@ def decode_image(data: bytes, name: str) -> bytes | np.ndarray:
   return fully_decoded_image(data, name)
 
 
-def is_kept_jpeg(data: bytes) -> bool:
-  """Whether the bytes are a complete 64x64 RGB or grayscale JPEG, read without decoding.
+def is_kept_jpeg(data: bytes, size: int = IMAGE_SIZE) -> bool:
+  """Whether the bytes are a complete `size`x`size` RGB or grayscale JPEG, read without decoding.
 
   The header (PIL's lazy `Image.open`) gives the mode and size; the start-of-image marker
   first and the end-of-image marker last show the file is complete (a truncated file lacks
@@ -253,7 +253,7 @@ def is_kept_jpeg(data: bytes) -> bool:
     return False
   try:
     with Image.open(io.BytesIO(data), formats=('JPEG',)) as image:
-      return image.mode in KEPT_MODES and image.size == (IMAGE_SIZE, IMAGE_SIZE)
+      return image.mode in KEPT_MODES and image.size == (size, size)
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
     return False
 
@@ -276,8 +276,10 @@ def fully_decoded_image(data: bytes, name: str) -> bytes | np.ndarray:
 
 
 def checked_images(source: Source, files: list[tuple[str, str, int]], *,
-                   threads: int = READ_THREADS) -> Iterator[bytes | np.ndarray | DataError]:
-  """`decode_image` of each file, in the order of `files`, read by a pool of threads.
+                   threads: int = READ_THREADS,
+                   decode: Callable[[bytes, str], bytes | np.ndarray] = decode_image
+                   ) -> Iterator[bytes | np.ndarray | DataError]:
+  """`decode` (`decode_image`) of each file, in the order of `files`, read by a pool of threads.
 
   Reading a file and decoding an image release the GIL, so the threads overlap them with
   each other and with TFDS's serialisation in the calling thread. At most `AHEAD` images
@@ -287,6 +289,7 @@ def checked_images(source: Source, files: list[tuple[str, str, int]], *,
     source: the dataset files.
     files: (relative path, file name, label) tuples, as from `split_files`.
     threads: worker threads.
+    decode: checks a file's bytes (named for messages) and returns what to store.
 
   Yields:
     What `decode_image` returns for each file, or the DataError it raised (the caller
@@ -295,7 +298,7 @@ def checked_images(source: Source, files: list[tuple[str, str, int]], *,
 
   def check(relative: str) -> bytes | np.ndarray | DataError:
     try:
-      return decode_image(source.read_bytes(relative), source.describe(relative))
+      return decode(source.read_bytes(relative), source.describe(relative))
     except DataError as error:
       return error
 
@@ -448,9 +451,13 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
     return {split: self._generate_examples(source, split, split_files(source, split, wnids))
             for split in SPLITS}
 
+  def decode(self, data: bytes, name: str) -> bytes | np.ndarray:
+    """What the image feature stores for a file (a builder of other images decodes its way)."""
+    return decode_image(data, name)
+
   def _generate_examples(self, source: Source, split: str, files):
     skipped = []
-    for (_, name, label), image in zip(files, checked_images(source, files)):
+    for (_, name, label), image in zip(files, checked_images(source, files, decode=self.decode)):
       if isinstance(image, DataError):
         if not self.builder_config.skip_corrupt:
           raise image

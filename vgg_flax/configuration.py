@@ -149,6 +149,12 @@ def _check_prediction(config) -> None:
   # .get: configs saved before these fields existed are still valid.
   # (`predict_images` is a str by the ConfigDict's type; what it names is checked when read.)
   _check_choice(config.get('tta', 'none'), 'tta', steps.TTA_MODES)
+  _require(isinstance(config.get('explain', False), bool),
+           f'explain={config.get("explain")!r} must be True or False.')
+  # The image folders' hold-out (configs saved before it existed lack it).
+  fraction = config.get('val_fraction', 0.1)
+  _require(isinstance(fraction, float) and 0 < fraction < 1,
+           f'val_fraction={fraction!r} must be in (0, 1): the share of train/ held out.')
 
 
 def _check_init_from(config) -> None:

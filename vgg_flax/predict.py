@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 
 from input_pipeline import pipeline
+from vgg_flax import gradcam
 from vgg_flax import inference
 from vgg_flax import own_images
 from vgg_flax import per_class
@@ -27,8 +28,11 @@ TOP_K = 5
 
 def _restore(config: ml_collections.ConfigDict, workdir: str) -> workdirs.RestoredModel:
   """The workdir's `best/` model, on the command line's data when it names any."""
-  return workdirs.restore_model(str(workdir), workdir, runtime=config,
-                                data=config if workdirs.names_data(config) else None)
+  restored = workdirs.restore_model(str(workdir), workdir, runtime=config,
+                                    data=config if workdirs.names_data(config) else None)
+  if restored.config.get('explain'):  # A wrong layer name fails before predicting.
+    gradcam.resolve_layer(restored.model, restored.config.get('explain_layer', ''))
+  return restored
 
 
 def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -64,6 +68,8 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
     per_class.write_per_class_results(workdir, predictions.labels, predictions.predictions,
                                       info.label_names, info.class_names)
     reporting.write_json(pathlib.Path(workdir) / workdirs.EVAL_RESULTS_FILE, results)
+  if restored.config.get('explain'):
+    gradcam.explain_mistakes(restored, predictions)
   return results
 
 
@@ -106,11 +112,15 @@ def predict_workdir(config: ml_collections.ConfigDict, workdir: str) -> pathlib.
   restored = _restore(config, workdir)
   if restored.config.get('predict_images'):
     return predict_own_images(restored, skip_corrupt=bool(config.skip_corrupt))
-  predictions = inference.predict_split(restored, restored.config.predict_split)
+  explain = restored.config.get('explain', False)
+  predictions = inference.predict_split(restored, restored.config.predict_split,
+                                        keep_images=gradcam.GRID_IMAGES if explain else 0)
   path = pathlib.Path(workdir) / workdirs.TEST_PREDICTIONS_FILE
   if jax.process_index() == 0:
     reporting.write_csv(path, PREDICTION_COLUMNS, prediction_rows(predictions, restored.info))
   print(f'{len(predictions.file_names)} predictions on {predictions.split} -> {path}')
+  if explain:
+    gradcam.explain_first_images(restored, predictions)
   return path
 
 
@@ -163,5 +173,7 @@ def predict_own_images(restored: workdirs.RestoredModel, *, skip_corrupt: bool =
                   f'{" ..." if len(skipped) > 3 else ""}' if skipped else '')
   print(f'{len(rows)} predictions (tta {restored.config.get("tta", "none")}) -> {path}'
         f'{skipped_note}')
+  if restored.config.get('explain'):
+    gradcam.explain_own_images(restored, images, read, mesh=mesh)
   return path
 

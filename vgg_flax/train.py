@@ -17,6 +17,7 @@ import ml_collections
 from absl import logging
 from clu import periodic_actions
 
+from input_pipeline import image_folder
 from input_pipeline import pipeline
 from vgg_flax import checkpointing
 from vgg_flax import configuration
@@ -242,6 +243,9 @@ def _train_in_locked_workdir(config: ml_collections.ConfigDict,
   trainer, initial = create_trainer(config)
   if jax.process_index() == 0:
     workdirs.write_config(workdir, config)
+    if held_out := image_folder.held_out_rows(trainer.dataset.builder):  # An image folder's.
+      reporting.write_csv(workdir / image_folder.HELD_OUT_FILE, image_folder.HELD_OUT_COLUMNS,
+                          held_out)
   checkpoints = checkpointing.WorkdirCheckpoints(workdir, max_to_keep=config.max_checkpoints)
   state, loop = _restore_or_start(trainer, initial, checkpoints)
   del initial  # Restored or donated to the first step: not to be used again.

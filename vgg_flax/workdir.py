@@ -51,7 +51,7 @@ IMAGE_PREDICTIONS_FILE = 'image_predictions.csv'  # --mode=predict on a user's i
 
 # Fields of the command-line config that never change the model (see the module docstring).
 RUNTIME_FIELDS = ('eval_split', 'predict_split', 'eval_batch_size', 'cache', 'progress_bar',
-                  'tta', 'predict_images')
+                  'tta', 'predict_images', 'explain', 'explain_layer')
 DATA_FIELDS = ('dataset', 'data_source', 'data_dir', 'skip_corrupt', 'sample')
 
 
