@@ -131,9 +131,9 @@ class _Writer:
     return self.root
 
 
-def write_folder(output_dir, *, kind: str = 'shapes', num_classes: int = 3,
+def write_folder(output_dir, *, kind: str = 'shapes', num_classes: int = 3,  # pylint: disable=redefined-builtin
                  train_per_class: int = 60, val_per_class: int = 15, test_images: int = 12,
-                 image_size: int = 64, seed: int = 0, zip: bool = False) -> pathlib.Path:  # pylint: disable=redefined-builtin
+                 image_size: int = 64, seed: int = 0, zip: bool = False) -> pathlib.Path:
   """Writes a generated image folder.
 
   Args:
