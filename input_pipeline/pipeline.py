@@ -149,8 +149,10 @@ def load_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
                           config.skip_corrupt, **options)
 
 
-# The builders of this project, which prepare from `data_source`; other names go to TFDS.
-LOCAL_BUILDERS = {tiny_imagenet.TinyImagenet.name: tiny_imagenet, image_folder.NAME: image_folder}
+def local_builder(dataset: str):
+  """The module of this project's builder of `dataset` (prepared from `data_source`), or
+  None for a TFDS name."""
+  return {'tiny_imagenet': tiny_imagenet, image_folder.NAME: image_folder}.get(dataset)
 
 
 def prepared_builder(dataset: str, source: str, directory: str, skip_corrupt: bool,
@@ -165,8 +167,7 @@ def prepared_builder(dataset: str, source: str, directory: str, skip_corrupt: bo
   """
 
   def make():
-    if dataset in LOCAL_BUILDERS:
-      module = LOCAL_BUILDERS[dataset]
+    if (module := local_builder(dataset)) is not None:
       folder = module.prepared_folder(source, directory, **options)
       if (missing := half_prepared(folder)) is not None:
         logging.warning('%s is half prepared (%s); preparing it again.', folder, missing)
