@@ -16,6 +16,7 @@ gigabytes in memory.
 
 import io
 import os
+import warnings
 import zipfile
 
 from PIL import Image
@@ -98,7 +99,10 @@ def open_image(data: bytes, name: str, *, failure: str = 'cannot decode the imag
     raise DataError(f'{name}: {failure} (empty file); expected {expected}.')
   check_size(len(data), name)
   try:
-    image = Image.open(io.BytesIO(data), formats=FORMATS)
+    with warnings.catch_warnings():
+      # Pillow warns from 89 MP on; `MAX_PIXELS`, checked next, is stricter.
+      warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+      image = Image.open(io.BytesIO(data), formats=FORMATS)
   except Image.UnidentifiedImageError:
     raise DataError(f'{name}: {failure} (not {", ".join(FORMATS)}); expected '
                     f'{expected}.') from None
