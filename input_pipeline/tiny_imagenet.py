@@ -71,6 +71,20 @@ def natural_key(name: str) -> list:
   return [int(part) if part.isdigit() else part for part in re.split(r'(\d+)', name)]
 
 
+def plain_name(name: str, where: str, what: str) -> str:
+  """`name` if it names a file or folder inside its folder: no '/', '\\', '..' or '.'.
+
+  Names come from text files and listings of the source (annotations, wnids, zip members),
+  so a crafted one could otherwise point anywhere on the machine, or break a message's line
+  (control characters).
+  """
+  if (not name or name in ('.', '..') or '/' in name or '\\' in name
+      or any(ord(c) < 32 or ord(c) == 127 for c in name)):
+    raise DataError(f'{where}: {what} {name!r} is not a plain file name; expected a name '
+                    'without "/", "\\" or "..", inside its folder.')
+  return name
+
+
 class Source:
   """Read access to a `tiny-imagenet-200` folder or to the official zip, by relative path."""
 
@@ -143,7 +157,8 @@ class Source:
       except OSError as e:
         raise DataError(f'{self.describe(relative)}: cannot list the folder '
                         f'({e.strerror}).') from None
-    return sorted(names, key=natural_key)
+    where = self.describe(relative)
+    return sorted((plain_name(n, where, 'entry') for n in names), key=natural_key)
 
   def read_bytes(self, relative: str) -> bytes:
     """A file's bytes, at most `image_files.MAX_IMAGE_BYTES` of them.
@@ -185,18 +200,6 @@ class Source:
       paths += [self.path / 'wnids.txt', self.path / 'val' / 'val_annotations.txt']
     stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths if p.exists()]
     return hashlib.sha256(repr(stats).encode()).hexdigest()[:12]
-
-
-def plain_name(name: str, where: str, what: str) -> str:
-  """`name` if it names a file or folder inside its folder: no '/', '\\', '..' or '.'.
-
-  Names come from text files of the source (annotations, wnids), so a crafted line could
-  otherwise point anywhere on the machine.
-  """
-  if not name or name in ('.', '..') or '/' in name or '\\' in name or '\0' in name:
-    raise DataError(f'{where}: {what} {name!r} is not a plain file name; expected a name '
-                    'without "/", "\\" or "..", inside its folder.')
-  return name
 
 
 def read_wnids(source: Source) -> list[str]:
