@@ -30,9 +30,9 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from benchmarks import throughput  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax import checkpointing  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vgg_flax.workdir import checkpoints as checkpointing  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vgg_flax.core import models  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vgg_flax.core import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def parse_args(argv=None) -> argparse.Namespace:

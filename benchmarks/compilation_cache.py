@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vgg_flax import platform  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vgg_flax.cli import compile_cache as platform  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def parse_args(argv=None) -> argparse.Namespace:

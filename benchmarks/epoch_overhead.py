@@ -30,7 +30,7 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vgg_flax.core import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vgg_flax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 

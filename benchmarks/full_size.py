@@ -56,7 +56,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-posi
 
 from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-position
 from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax.preprocess import preprocess  # pylint: disable=wrong-import-position
+from vgg_flax.core.preprocess import preprocess  # pylint: disable=wrong-import-position
 
 # Tiny ImageNet's counts, and a fifth of its train split for the streaming memory check.
 FULL = dict(num_classes=200, train_per_class=500, val_per_class=50, test_images=10_000)

@@ -29,8 +29,8 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jax import monitoring  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from benchmarks import throughput  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax import platform  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vgg_flax.cli import compile_cache as platform  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vgg_flax.core import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # Dense peak TFLOP/s by device kind (first matching lower-case substring wins): (bf16, fp32).
 # fp32 is the TF32 tensor-core peak on NVIDIA GPUs (what cuDNN and XLA use for float32

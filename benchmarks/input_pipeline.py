@@ -35,7 +35,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from configs import default  # pylint: disable=g-import-not-at-top
 from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
-from vgg_flax.preprocess import preprocess  # pylint: disable=g-import-not-at-top
+from vgg_flax.core.preprocess import preprocess  # pylint: disable=g-import-not-at-top
 
 
 def parse_args():

@@ -23,8 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from benchmarks import bench_config  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax import factory  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vgg_flax.core import factory  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vgg_flax.core import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 GIB = 2**30
 

@@ -27,9 +27,9 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from benchmarks import bench_config  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax import factory  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vgg_flax.core import factory  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vgg_flax.core import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vgg_flax.core import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NUM_CLASSES = 200
 

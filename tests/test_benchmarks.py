@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from configs import default
-from vgg_flax import factory
-from vgg_flax import sharding
+from vgg_flax.core import factory
+from vgg_flax.core import sharding
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPU_ENV = dict(os.environ, JAX_PLATFORMS='cpu')

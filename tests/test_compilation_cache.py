@@ -12,8 +12,8 @@ import ml_collections
 import pytest
 
 from configs import default
-from vgg_flax import configuration
-from vgg_flax import platform
+from vgg_flax.workdir import config as configuration
+from vgg_flax.cli import compile_cache as platform
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 

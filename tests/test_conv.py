@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from configs import default
-from vgg_flax import configuration
-from vgg_flax import conv
-from vgg_flax import factory
-from vgg_flax import sharding
+from vgg_flax.workdir import config as configuration
+from vgg_flax.core import conv
+from vgg_flax.core import factory
+from vgg_flax.core import sharding
 from vgg_flax import train
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vgg_flax import models
+from vgg_flax.core import models
 
 # Convs per stage and stage widths, written out from the paper's Table 1 so that the
 # expected counts below do not reuse the module's own tables.

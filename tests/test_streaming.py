@@ -13,7 +13,7 @@ import pytest
 
 from configs import default
 from input_pipeline import pipeline
-from vgg_flax import configuration
+from vgg_flax.workdir import config as configuration
 from vgg_flax import train
 
 

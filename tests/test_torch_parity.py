@@ -20,9 +20,9 @@ from configs import default
 from input_pipeline import pipeline
 from input_pipeline import synthetic
 from tests import torch_models
-from vgg_flax import models
-from vgg_flax import reporting
+from vgg_flax.core import models
 from vgg_flax import train
+from vgg_flax.workdir import files
 
 WIDTH, HIDDEN = 8, 32
 STEPS = 4
@@ -127,7 +127,7 @@ def test_adam_steps_and_validation_losses_match_pytorch(parity_config, tmp_path)
 
   want_train, want_val = train_in_torch(model, train_data, val_data)
   train.train_and_evaluate(parity_config, str(tmp_path / 'run'))
-  history = reporting.read_history(tmp_path / 'run' / 'history.csv')
+  history = files.read_history(tmp_path / 'run' / 'history.csv')
 
   assert [row['epoch'] for row in history] == list(range(1, STEPS + 1))
   # The steps move the losses far more than the tolerance: the comparison has teeth.

@@ -8,7 +8,7 @@ import jax
 import pytest
 
 from configs import default
-from vgg_flax import configuration
+from vgg_flax.workdir import config as configuration
 
 # (field, refused value, message, nearest accepted value); sections as dotted paths.
 RULES = [

@@ -1,4 +1,4 @@
-"""`reporting.write_atomically`: the target is the old file or the new one, nothing else.
+"""`atomic.write_atomically`: the target is the old file or the new one, nothing else.
 
 (A full disk and temporaries of dead processes are in tests/test_faults.py.)
 """
@@ -6,8 +6,8 @@
 import os
 
 import pytest
+from vgg_flax.workdir import atomic
 
-from vgg_flax import reporting
 
 
 class WriterFailed(Exception):
@@ -23,7 +23,7 @@ def test_a_failing_writer_leaves_the_old_file_and_no_temporary(tmp_path):
   target = tmp_path / 'history.csv'
   target.write_text('old\n')
   with pytest.raises(WriterFailed, match='the writer broke'):
-    reporting.write_atomically(target, failing_writer)
+    atomic.write_atomically(target, failing_writer)
   assert os.listdir(tmp_path) == ['history.csv']
   assert target.read_text() == 'old\n'
 
@@ -31,7 +31,7 @@ def test_a_failing_writer_leaves_the_old_file_and_no_temporary(tmp_path):
 def test_a_failing_first_write_leaves_nothing(tmp_path):
   target = tmp_path / 'out' / 'report.json'
   with pytest.raises(WriterFailed):
-    reporting.write_atomically(target, failing_writer)
+    atomic.write_atomically(target, failing_writer)
   assert os.listdir(tmp_path / 'out') == []  # The folder is made; no file, no temporary.
 
 
@@ -43,7 +43,7 @@ def test_an_interrupt_while_writing_cleans_up_too(tmp_path):
     raise KeyboardInterrupt
 
   with pytest.raises(KeyboardInterrupt):
-    reporting.write_atomically(target, interrupted)
+    atomic.write_atomically(target, interrupted)
   assert os.listdir(tmp_path) == []
 
 
@@ -51,7 +51,7 @@ def test_a_writer_that_writes_nothing_is_an_error_and_leaves_the_old_file(tmp_pa
   target = tmp_path / 'config.json'
   target.write_text('{}')
   with pytest.raises(FileNotFoundError):
-    reporting.write_atomically(target, lambda tmp: None)
+    atomic.write_atomically(target, lambda tmp: None)
   assert os.listdir(tmp_path) == ['config.json']
   assert target.read_text() == '{}'
 
@@ -59,6 +59,6 @@ def test_a_writer_that_writes_nothing_is_an_error_and_leaves_the_old_file(tmp_pa
 def test_success_replaces_the_file_and_leaves_no_temporary(tmp_path):
   target = tmp_path / 'history.csv'
   target.write_text('old\n')
-  reporting.write_atomically(target, lambda tmp: tmp.write_text('new\n'))
+  atomic.write_atomically(target, lambda tmp: tmp.write_text('new\n'))
   assert os.listdir(tmp_path) == ['history.csv']
   assert target.read_text() == 'new\n'

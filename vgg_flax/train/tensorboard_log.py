@@ -37,11 +37,13 @@ from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 from tensorboard.summary.writer import record_writer
 
 from input_pipeline import pipeline
-from vgg_flax import configuration
-from vgg_flax import preprocess
-from vgg_flax import reporting
-from vgg_flax import sharding
-from vgg_flax import steps
+from vgg_flax import plots
+from vgg_flax.core import preprocess
+from vgg_flax.core import sharding
+from vgg_flax.core import steps
+from vgg_flax.workdir import atomic
+from vgg_flax.workdir import config as run_config
+from vgg_flax.workdir import files
 
 EPOCH_METRICS = ('loss', 'accuracy', 'top5_accuracy')
 # The HPARAMS table's metric columns: tag in the `val` run -> column title.
@@ -110,7 +112,7 @@ def create_writers(workdir: str | pathlib.Path) -> Writers:
 
 def hparams(config: ml_collections.ConfigDict) -> dict:
   """The config flattened to `a.b: scalar` pairs for TensorBoard's hparams."""
-  flat = configuration.flatten_dict(configuration.config_to_dict(config))
+  flat = run_config.flatten_dict(run_config.config_to_dict(config))
   return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}
 
 
@@ -202,7 +204,7 @@ def first_train_batch(config: ml_collections.ConfigDict, dataset,
 
 def class_words(info, labels: np.ndarray) -> list[str]:
   """Each label's class name, its first synonym ('goldfish, Carassius auratus' -> 'goldfish')."""
-  return [reporting.short_words(info.class_names[int(label)]) for label in labels]
+  return [plots.short_words(info.class_names[int(label)]) for label in labels]
 
 
 def prediction_titles(info, predictions: np.ndarray,
@@ -216,8 +218,8 @@ def prediction_titles(info, predictions: np.ndarray,
 
 def sample_paths(workdir: str | pathlib.Path) -> dict[str, pathlib.Path]:
   """Where the data-sample figures go, by TensorBoard tag."""
-  plots = pathlib.Path(workdir) / 'plots'
-  return {'train_sample': plots / 'train_sample.png', 'val_sample': plots / 'val_sample.png'}
+  folder = pathlib.Path(workdir) / files.PLOTS_DIR
+  return {'train_sample': folder / 'train_sample.png', 'val_sample': folder / 'val_sample.png'}
 
 
 def write_data_samples(writers: Writers, workdir: str | pathlib.Path, config, dataset,
@@ -234,9 +236,9 @@ def write_data_samples(writers: Writers, workdir: str | pathlib.Path, config, da
   train_images, train_labels = first_train_batch(config, dataset, SAMPLE_IMAGES)
   grids = {'train_sample': (train_images, train_labels), 'val_sample': (val_images, val_labels)}
   for tag, (images, labels) in grids.items():
-    pixels = reporting.draw_image_grid(as_model_sees(images, config.image_size),
+    pixels = plots.draw_image_grid(as_model_sees(images, config.image_size),
                                        class_words(info, labels))
-    reporting.write_png(paths[tag], pixels)
+    plots.write_png(paths[tag], pixels)
     writer = writers.train if tag == 'train_sample' else writers.val
     writer.write_images(0, {tag: pixels[None]})
 
@@ -269,7 +271,7 @@ class BestPredictions:
     if jax.process_index():
       return
     titles, colors = prediction_titles(self._trainer.info, predictions, self._labels)
-    pixels = reporting.draw_image_grid(self._display, titles, colors)
+    pixels = plots.draw_image_grid(self._display, titles, colors)
     writer.write_images(epoch, {'best_predictions': pixels[None]})
 
 
@@ -312,8 +314,8 @@ def open_run(workdir: str | pathlib.Path, trainer, loop) -> RunSummaries:
 
   Args:
     workdir: the run's workdir.
-    trainer: the run's `train.Trainer` (config, dataset info, model, mesh).
-    loop: the run's `train.LoopState` (restored or fresh).
+    trainer: the run's `loop.Trainer` (config, dataset info, model, mesh).
+    loop: the run's `loop.LoopState` (restored or fresh).
 
   Returns:
     The run's summaries, to close at the end.
@@ -360,7 +362,7 @@ def _drop_file_events_after(path: pathlib.Path, step: int, epoch: int) -> None:
         writer.write(record)
       writer.flush()
 
-  reporting.write_atomically(path, write)
+  atomic.write_atomically(path, write)
   logging.info('Dropped %d TensorBoard events after step %d / epoch %d from %s.', dropped,
                step, epoch, path)
 
