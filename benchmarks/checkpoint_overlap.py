@@ -14,7 +14,7 @@ process and alternating repetitions:
 and reports the stall (how much longer the steps took, plus any write still running after
 them) against the blocking save: the share of the save hidden behind training.
 
-  python benchmarks/checkpoint_overlap.py --depth=16 --steps=3 --repeats=2
+  python -m benchmarks.checkpoint_overlap --depth=16 --steps=3 --repeats=2
 """
 
 import argparse
@@ -24,7 +24,6 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position

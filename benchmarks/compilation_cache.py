@@ -6,7 +6,7 @@ the cache as `main.py` does (`vgg_flax.platform.enable_compilation_cache`), then
 steps for a config; the first fills the cache, the second loads from it. Lowering is timed
 apart: it runs in both (the cache key is computed from its result).
 
-  python benchmarks/compilation_cache.py --depth=16 --batch_size=64 --image_size=64
+  python -m benchmarks.compilation_cache --depth=16 --batch_size=64 --image_size=64
 
 Needs only JAX, flax, optax and numpy (plus ml_collections where installed).
 """
@@ -19,7 +19,6 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vgg_flax.cli import compile_cache as platform  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -80,8 +79,10 @@ def compile_once(args: argparse.Namespace) -> dict[str, float]:
 
 def start_process(argv: list[str], cache: str) -> dict[str, float]:
   """Runs `compile_once` in a new Python process; returns its times."""
-  result = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, f'--child={cache}'],
-                          capture_output=True, text=True, check=True)
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.compilation_cache', *argv, f'--child={cache}'],
+      capture_output=True, text=True, check=True, cwd=repo)
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 

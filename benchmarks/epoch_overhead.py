@@ -11,7 +11,7 @@ unchanged): the host's own work per step, whose share of the step bounds the ove
 above and, being short, stays precise on a busy machine where two long timings differ by
 more than the overhead. `--steps` times that many steps of an epoch instead of all of them.
 
-  python benchmarks/epoch_overhead.py --depth=11 --repeats=3 --json=/tmp/overhead.json
+  python -m benchmarks.epoch_overhead --depth=11 --repeats=3 --json=/tmp/overhead.json
 
 This one needs TensorFlow (the input pipeline is tf.data); `throughput.py` does not.
 """
@@ -24,7 +24,6 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position

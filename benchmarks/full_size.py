@@ -21,7 +21,7 @@ peak RSS (`ru_maxrss`) is that of one job. Targets: prepare >= 5,000 img/s; cach
 >= 20,000 img/s; streamed input >= 5,000 img/s with RSS at 20k and 100k within 200 MiB;
 peak RSS <= 3 GiB with cache=True; loop overhead <= 10% of the step time.
 
-  python benchmarks/full_size.py --data_dir /tmp/vgg_flax_full --reuse_data \
+  python -m benchmarks.full_size --data_dir /tmp/vgg_flax_full --reuse_data \
       --json benchmarks/results/full_size.json
 
 `--reuse_prepared` keeps the prepared TFRecords (and the preparation figures of the
@@ -29,7 +29,7 @@ earlier --json); `--jobs streaming` reruns one measurement and keeps the others.
 `--baseline DIR` times preparation alternately with another checkout's code (e.g.
 `git worktree add DIR REV`) and checks that both prepare the same examples:
 
-  python benchmarks/full_size.py --data_dir /tmp/vgg_flax_full --reuse_data \
+  python -m benchmarks.full_size --data_dir /tmp/vgg_flax_full --reuse_data \
       --prepare_samples full --baseline /tmp/before --prepare_repeats 2 --jobs none
 """
 
@@ -48,7 +48,6 @@ import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -200,7 +199,7 @@ def train_job(args, epoch: bool = True) -> dict:
 
 def run_job(args, job: str, sample: str) -> dict:
   """Runs one measurement in a fresh process and returns its JSON report."""
-  command = [sys.executable, os.path.abspath(__file__), '--job', job, '--sample', sample,
+  command = [sys.executable, '-m', 'benchmarks.full_size', '--job', job, '--sample', sample,
              '--data_dir', args.data_dir, '--batch_size', str(args.batch_size),
              '--cached_epochs', str(args.cached_epochs), '--width', str(args.width),
              '--hidden_units', str(args.hidden_units), '--overhead_steps',
@@ -247,7 +246,6 @@ def generate(args, sample: dict) -> dict:
 # which a busy machine changes less than the wall time. TensorFlow is imported before timing.
 PREPARE = """
 import json, sys, time
-sys.path.insert(0, sys.argv[1])
 import tensorflow_datasets as tfds
 from input_pipeline import tiny_imagenet
 tfds.disable_progress_bar()

@@ -8,10 +8,10 @@ utilisation (achieved FLOP/s over the device's peak, `PEAK_TFLOPS`), compile tim
 whether the jitted steps recompile after their first call (they must not).
 
   bash benchmarks/gpu.sh OUT_DIR            # the prepared run, under 8 minutes on a GPU
-  python benchmarks/gpu.py --depths=16 --dtypes=bfloat16 --steps=20
+  python -m benchmarks.gpu --depths=16 --dtypes=bfloat16 --steps=20
 
-Needs only jax, flax, optax, numpy and (for the comparison) PyTorch: no TensorFlow, TFDS,
-clu or ml_collections. Without a GPU or TPU it says so in a banner and runs tiny settings on
+Needs jax, flax, optax, clu, numpy and (for the comparison) PyTorch: no TensorFlow or TFDS.
+Without a GPU or TPU it says so in a banner and runs tiny settings on
 the CPU (`--cpu_full` keeps the sizes), to prove the script end to end.
 """
 
@@ -23,7 +23,6 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jax import monitoring  # pylint: disable=g-import-not-at-top,wrong-import-position

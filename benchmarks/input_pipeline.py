@@ -7,7 +7,7 @@ decodes the JPEGs (and fills the cache), the later ones read the cache; with
 through the jitted `preprocess` (a different random flip and crop for each image) and is
 blocked on, so the figures are images a second that reach the model.
 
-  python benchmarks/input_pipeline.py --data_dir /tmp/vgg_flax_bench [--cache=false]
+  python -m benchmarks.input_pipeline --data_dir /tmp/vgg_flax_bench [--cache=false]
 
 `--stages` instead splits a streamed epoch's host work (no augmentation) by alternating, in
 one process: reading (the shards and the shuffle buffer, records left serialized), JPEG
@@ -16,7 +16,7 @@ batch, and the whole streamed pipeline. It prints CPU microseconds per image (al
 of the process), which a loaded machine disturbs less than img/s, and how many cores the
 process kept busy.
 
-`benchmarks/full_size.py` measures the same at Tiny ImageNet's full size, with memory.
+`benchmarks.full_size` measures the same at Tiny ImageNet's full size, with memory.
 """
 
 import argparse
@@ -27,7 +27,6 @@ import sys
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top

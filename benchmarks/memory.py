@@ -5,8 +5,8 @@ abstract) and reads `compiled.memory_analysis()`: the state and batch passed in,
 not written over the donated state, and the temporaries (activations, gradients,
 workspace). Their sum is what the step needs on the device at its peak.
 
-  python benchmarks/memory.py --depths=11,13,16,19 --image_sizes=64,224 --batch_size=64
-  python benchmarks/memory.py --depths=16 --image_sizes=224 --grad_accum_steps=1,4
+  python -m benchmarks.memory --depths=11,13,16,19 --image_sizes=64,224 --batch_size=64
+  python -m benchmarks.memory --depths=16 --image_sizes=224 --grad_accum_steps=1,4
 
 The figures come from the compiler of the backend it runs on: run it on the GPU you plan to
 use (the CPU compiler's buffer assignment differs from the GPU's in the temporaries).
@@ -18,7 +18,6 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 

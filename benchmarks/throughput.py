@@ -3,11 +3,11 @@ r"""Images per second of the project's jitted train and eval steps, beside PyTor
 Measures exactly what training runs: `vgg_flax.steps.train_step` (on-device augmentation,
 forward, backward, Adam update, BatchNorm statistics, metrics) and `eval_step`, built by
 `vgg_flax.factory` as training builds them, for a one-axis mesh. With `--reference=torch` it
-also times the original's architecture in PyTorch (`benchmarks/torch_reference.py`) in each
+also times the original's architecture in PyTorch (`benchmarks.torch_reference`) in each
 of its CPU settings, alternating with the project repetition by repetition, so that a noisy
 machine affects every contender alike. Ratios are against the best PyTorch setting.
 
-  python benchmarks/throughput.py --depth=16 --batch_size=64 --eval_batch_size=256 \
+  python -m benchmarks.throughput --depth=16 --batch_size=64 --eval_batch_size=256 \
       --image_size=64 --dtype=float32,bfloat16 --reference=torch --json=/tmp/vgg16.json
 
 Imports only jax, flax, optax, numpy (and torch when asked) with the project's model and
@@ -21,7 +21,6 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -1,4 +1,4 @@
-"""`vgg_flax.checkpointing` on its own: small pytrees, no model, no training loop."""
+"""`vgg_flax.workdir.checkpoints` on its own: small pytrees, no model, no training loop."""
 
 import os
 

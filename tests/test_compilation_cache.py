@@ -62,7 +62,7 @@ def test_cache_off_leaves_jax_alone(tmp_path):
 
 
 def test_configs_saved_before_the_fields_existed_get_the_defaults(tmp_path):
-  old = ml_collections.ConfigDict({'batch_size': 8})
+  old = configuration.migrate({'batch_size': 8})
   assert platform.compilation_cache_dir(old, tmp_path / 'w') == tmp_path / '.jax_cache'
 
 

@@ -118,8 +118,9 @@ def test_switch_names_are_checked():
   with pytest.raises(configuration.ConfigError) as error:
     configuration.validate_config(config)
   assert str(error.value) == "cpu_conv_grad='fast' is not one of 'taps', 'xla'."
-  del config['cpu_conv_grad']  # A config.json from before the switch still validates.
-  configuration.validate_config(config)
+  old = configuration.config_to_dict(config)
+  del old['cpu_conv_grad']  # A config.json from before the switch still validates.
+  configuration.validate_config(configuration.migrate(old))
 
 
 def one_step(cpu_conv_grad, depth, conv1x1):

@@ -1,4 +1,4 @@
-"""vgg_flax.factory: one place builds the model, optimizer, initial state and jitted steps."""
+"""vgg_flax.core.factory: one place builds the model, optimizer, initial state and jitted steps."""
 
 import dataclasses
 

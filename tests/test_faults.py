@@ -411,9 +411,11 @@ def test_write_atomically_removes_temporaries_of_dead_processes(tmp_path):
 def test_which_errors_are_disk_failures(tmp_path):
   workdir = tmp_path / 'run'
   assert storage.is_storage_failure(OSError(28, 'No space left on device', '/x'), workdir)
-  # TensorStore's error from an orbax save thread carries only the text.
+  # TensorStore's error from an orbax save thread: the errno is in its status payload (the
+  # installed version's own error: tests/test_write_atomically.py).
   assert storage.is_storage_failure(ValueError(
-      'RESOURCE_EXHAUSTED: Failed to write 31039 bytes: No space left on device'), workdir)
+      'RESOURCE_EXHAUSTED: Failed to write 31039 bytes: No space left on device '
+      "[os_error_code='28']"), workdir)
   assert storage.is_storage_failure(PermissionError(13, 'Permission denied',
                                                     str(workdir / '.lock')), workdir)
   # Reading a data file one may not read is the data's problem, not the workdir's.

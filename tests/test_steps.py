@@ -13,7 +13,7 @@ import optax
 import pytest
 
 from configs import default
-from vgg_flax import metrics as vgg_metrics
+from vgg_flax.core import metrics as vgg_metrics
 from vgg_flax.core import factory
 from vgg_flax.core import sharding
 from vgg_flax.core import steps

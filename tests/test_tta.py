@@ -84,14 +84,14 @@ def test_bad_tta_is_a_one_line_error():
 def test_old_workdir_configs_without_the_fields_still_work():
   saved = default.get_config().to_dict()
   del saved['tta'], saved['predict_images']
-  saved = ml_collections.ConfigDict(saved)
+  saved = configuration.migrate(saved)
   configuration.validate_config(saved)
   runtime = default.get_config()
   runtime.tta = 'flip'
   resolved = restore.resolve_config(saved, runtime, saved)
   assert resolved.tta == 'flip' and resolved.predict_images == ''
   # An old runtime config (without them) leaves the defaults in force.
-  old_runtime = ml_collections.ConfigDict(saved.to_dict())
+  old_runtime = configuration.migrate(saved.to_dict())
   assert restore.resolve_config(saved, old_runtime, saved).get('tta', 'none') == 'none'
 
 

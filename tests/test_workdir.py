@@ -29,7 +29,8 @@ def test_config_round_trips_through_config_json(tmp_path):
   config.tta = 'flip'
   run_config.write_config(tmp_path, config)
   path = tmp_path / files.CONFIG_FILE
-  assert json.loads(path.read_text()) == configuration.config_to_dict(config)
+  assert json.loads(path.read_text()) == {run_config.FORMAT_KEY: run_config.FORMAT_VERSION,
+                                          **configuration.config_to_dict(config)}
   assert path.read_text().endswith('}\n')  # Indented JSON, as training always wrote it.
   assert run_config.read_config(tmp_path).to_dict() == configuration.config_to_dict(config)
   assert sorted(p.name for p in tmp_path.iterdir()) == [files.CONFIG_FILE]  # No temp file.

@@ -1,13 +1,18 @@
-"""`atomic.write_atomically`: the target is the old file or the new one, nothing else.
+"""`atomic.write_atomically`: the target is the old file or the new one, nothing else; and
+`disk.errno_of` reads the OS error of each library that raises one, as installed.
 
 (A full disk and temporaries of dead processes are in tests/test_faults.py.)
 """
 
+import errno
 import os
+import subprocess
 
+import numpy as np
 import pytest
-from vgg_flax.workdir import atomic
 
+from vgg_flax.workdir import atomic
+from vgg_flax.workdir import disk
 
 
 class WriterFailed(Exception):
@@ -62,3 +67,41 @@ def test_success_replaces_the_file_and_leaves_no_temporary(tmp_path):
   atomic.write_atomically(target, lambda tmp: tmp.write_text('new\n'))
   assert os.listdir(tmp_path) == ['history.csv']
   assert target.read_text() == 'new\n'
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+  """A 64 KiB tmpfs, too small for the writes below."""
+  mount_point = tmp_path / 'disk'
+  mount_point.mkdir()
+  subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', str(mount_point)],
+                 check=True)
+  yield mount_point
+  subprocess.run(['umount', '-l', str(mount_point)], check=True)
+
+
+def test_the_errno_of_a_tensorstore_write_to_a_full_disk(full_disk):
+  """TensorStore (orbax's storage) raises a ValueError; its status carries the errno."""
+  import tensorstore as ts  # pylint: disable=g-import-not-at-top
+  spec = {'driver': 'zarr', 'kvstore': {'driver': 'file', 'path': str(full_disk / 'a')}}
+  with pytest.raises(ValueError) as raised:
+    array = ts.open(spec, create=True, dtype=ts.float32, shape=[1 << 18]).result()
+    # Random values: zarr compresses, and 1 MiB of noise stays about 1 MiB.
+    array.write(np.random.default_rng(0).random(1 << 18, np.float32)).result()
+  assert disk.errno_of(raised.value) == errno.ENOSPC
+  assert disk.is_storage_failure(raised.value, full_disk)
+
+
+def test_the_errno_of_a_tensorflow_write_to_a_full_disk(full_disk):
+  """TensorFlow raises an OpError whose message ends with the OS's text for the errno."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  with pytest.raises(tf.errors.OpError) as raised:
+    tf.io.write_file(str(full_disk / 'x'), tf.constant(b'x' * (1 << 20)))
+  assert disk.errno_of(raised.value) == errno.ENOSPC
+  assert disk.is_storage_failure(raised.value, full_disk)
+
+
+def test_errors_without_an_errno_are_not_disk_failures():
+  assert disk.errno_of(ValueError('shape mismatch')) is None
+  assert disk.errno_of(KeyError('x')) is None
+  assert not disk.is_storage_failure(ValueError('No space left on device, says a message'))
