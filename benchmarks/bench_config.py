@@ -1,9 +1,31 @@
-"""The project's default config with a benchmark's model and batch fields.
+"""What every benchmark shares: the default config with its fields, and absl flag parsing.
 
-The benchmarks time the training step with exactly the defaults training uses.
+The benchmarks time the training step with exactly the defaults training uses. Each
+benchmark defines its flags on a `flags.FlagValues` of its own (several run in one process:
+the tests, `checkpoint_overlap` over `throughput`), and `parse_flags` reads argv into it.
 """
 
+import sys
+from typing import Sequence
+
+from absl import flags
+
 from configs import default
+
+
+def parse_flags(values: flags.FlagValues, argv: Sequence[str] | None = None,
+                program: str = 'benchmark') -> flags.FlagValues:
+  """Parses `argv` (default `sys.argv[1:]`) into `values`; a mistake is one line, exit 2."""
+  argv = sys.argv[1:] if argv is None else list(argv)
+  try:
+    rest = values([program, *argv])
+  except flags.Error as error:
+    print(f'error: {error}', file=sys.stderr)
+    sys.exit(2)
+  if len(rest) > 1:
+    print(f'error: unexpected arguments: {" ".join(rest[1:])}', file=sys.stderr)
+    sys.exit(2)
+  return values
 
 
 def get_config(*, depth: int, width: int = 64, hidden_units: int = 4096, **fields):

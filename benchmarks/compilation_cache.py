@@ -11,7 +11,6 @@ apart: it runs in both (the cache key is computed from its result).
 Needs only JAX, flax, optax and numpy (plus ml_collections where installed).
 """
 
-import argparse
 import json
 import os
 import subprocess
@@ -20,23 +19,25 @@ import tempfile
 import time
 
 
-from vgg_flax.cli import compile_cache as platform  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags
+from vgg_flax.cli import compile_cache  # pylint: disable=g-import-not-at-top
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--depth', type=int, default=16)
-  parser.add_argument('--width', type=int, default=64)
-  parser.add_argument('--hidden_units', type=int, default=4096)
-  parser.add_argument('--image_size', type=int, default=64)
-  parser.add_argument('--batch_size', type=int, default=64)
-  parser.add_argument('--eval_batch_size', type=int, default=256)
-  parser.add_argument('--json', default='', help='Write the results here.')
-  parser.add_argument('--child', default='', help=argparse.SUPPRESS)  # The cache folder.
-  return parser.parse_args(argv)
+def parse_args(argv=None) -> flags.FlagValues:
+  values = flags.FlagValues()
+  flags.DEFINE_integer('depth', 16, '', flag_values=values)
+  flags.DEFINE_integer('width', 64, '', flag_values=values)
+  flags.DEFINE_integer('hidden_units', 4096, '', flag_values=values)
+  flags.DEFINE_integer('image_size', 64, '', flag_values=values)
+  flags.DEFINE_integer('batch_size', 64, '', flag_values=values)
+  flags.DEFINE_integer('eval_batch_size', 256, '', flag_values=values)
+  flags.DEFINE_string('json', '', 'Write the results here.', flag_values=values)
+  flags.DEFINE_string(
+      'child', '', '(set by the parent process)', flag_values=values)
+  return bench_config.parse_flags(values, argv)
 
 
-def compile_once(args: argparse.Namespace) -> dict[str, float]:
+def compile_once(args: flags.FlagValues) -> dict[str, float]:
   """In a fresh process: seconds to lower and to compile the init, train and eval programs."""
   import jax  # pylint: disable=g-import-not-at-top
   from benchmarks import bench_config  # pylint: disable=g-import-not-at-top
@@ -46,7 +47,7 @@ def compile_once(args: argparse.Namespace) -> dict[str, float]:
                                    batch_size=args.batch_size,
                                    eval_batch_size=args.eval_batch_size)
   config.compilation_cache_dir = args.child
-  platform.enable_compilation_cache(config, args.child)
+  compile_cache.enable_compilation_cache(config, args.child)
   compiled, state = factory.create(config, num_classes=200, steps_per_epoch=100,
                                    abstract=True)
   size, data = config.image_size, sharding.data_sharding(compiled.mesh)
@@ -73,7 +74,7 @@ def compile_once(args: argparse.Namespace) -> dict[str, float]:
     times[f'{name}_compile_s'] = time.perf_counter() - start
   times['compile_s'] = sum(v for k, v in times.items() if k.endswith('_compile_s'))
   times['lower_s'] = sum(v for k, v in times.items() if k.endswith('_lower_s'))
-  times['process_s'] = platform.seconds_since_start()
+  times['process_s'] = compile_cache.seconds_since_start()
   return times
 
 
@@ -104,7 +105,8 @@ def main(argv=None) -> dict:
   for key in first:
     print(f'| {key[:-2]} | {first[key]:.2f} | {second[key]:.2f} | '
           f'{first[key] / second[key]:.1f}x |')
-  report = {'args': vars(args), 'first': first, 'restart': second, 'cache_mib': cache_mib}
+  report = {'args': args.flag_values_dict(), 'first': first, 'restart': second,
+            'cache_mib': cache_mib}
   if args.json:
     with open(args.json, 'w', encoding='utf-8') as f:
       json.dump(report, f, indent=2)

@@ -19,7 +19,6 @@ process kept busy.
 `benchmarks.full_size` measures the same at Tiny ImageNet's full size, with memory.
 """
 
-import argparse
 import functools
 import os
 import statistics
@@ -28,28 +27,32 @@ import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 
+from absl import flags
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
+from benchmarks import bench_config
 from configs import default  # pylint: disable=g-import-not-at-top
 from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
 from vgg_flax.core.preprocess import preprocess  # pylint: disable=g-import-not-at-top
 
 
-def parse_args():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--data_dir', default='/tmp/vgg_flax_bench')
-  parser.add_argument('--num_classes', type=int, default=100)
-  parser.add_argument('--train_per_class', type=int, default=200)
-  parser.add_argument('--batch_size', type=int, default=64)
-  parser.add_argument('--crop_padding', type=int, default=4)
-  parser.add_argument('--epochs', type=int, default=3)
-  parser.add_argument('--cache', default='true', choices=('true', 'false', 'auto'),
-                      help='config.cache: keep decoded images in memory, stream, or decide.')
-  parser.add_argument('--stages', action='store_true',
-                      help='CPU time per image of reading, decoding and the streamed pipeline.')
-  return parser.parse_args()
+def parse_args(argv=None) -> flags.FlagValues:
+  values = flags.FlagValues()
+  flags.DEFINE_string('data_dir', '/tmp/vgg_flax_bench', '', flag_values=values)
+  flags.DEFINE_integer('num_classes', 100, '', flag_values=values)
+  flags.DEFINE_integer('train_per_class', 200, '', flag_values=values)
+  flags.DEFINE_integer('batch_size', 64, '', flag_values=values)
+  flags.DEFINE_integer('crop_padding', 4, '', flag_values=values)
+  flags.DEFINE_integer('epochs', 3, '', flag_values=values)
+  flags.DEFINE_enum(
+      'cache', 'true', ['true', 'false', 'auto'],
+      'config.cache: keep decoded images in memory, stream, or decide.', flag_values=values)
+  flags.DEFINE_bool(
+      'stages', False, 'CPU time per image of reading, decoding and the streamed pipeline.',
+      flag_values=values)
+  return bench_config.parse_flags(values, argv)
 
 
 def bench_config(args):

@@ -5,8 +5,8 @@
 
 Each layer imports only layers to its right (docs/design.md draws them): `core` imports
 nothing else of the project; nothing below `cli` imports it; only the entry points (main.py,
-the shims, the benchmarks) import `modes`; no import circle; no module is named like a standard-library module or a
-dependency.
+the shims, the benchmarks) import `modes`; no import circle; no module is named like a
+standard-library module or a dependency.
 """
 
 import ast

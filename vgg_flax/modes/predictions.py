@@ -2,8 +2,9 @@
 
 `steps.eval_step` gives each batch's log-probabilities and clu metrics. Training merges the
 metrics of its validation split (`steps.evaluate_batches`) and never fetches the
-log-probabilities; `predict_split` also gathers them, with the labels and file names, from every process, so
-evaluate, predict and the ensemble read the predictions and the very metrics training reports.
+log-probabilities; `predict_split` also gathers them, with the labels and file names, from
+every process, so evaluate, predict and the ensemble read the predictions and the very
+metrics training reports.
 
 Prediction is deterministic (no augmentation) and covers every image of a split exactly once:
 padded examples are masked out, and rows come back in file-name order.

@@ -30,11 +30,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 from clu import metric_writers
-from tensorboard.backend.event_processing import event_file_loader
-from tensorboard.compat.proto import event_pb2
+from tensorboard.plugins.hparams import api as hparams_api
+# The hparams plugin's own proto: the only way to mark columns `differs` (design.md).
 from tensorboard.plugins.hparams import plugin_data_pb2
-from tensorboard.plugins.hparams import summary_v2 as hparams_summary
-from tensorboard.summary.writer import record_writer
 
 from input_pipeline import pipeline
 from vgg_flax import plots
@@ -140,10 +138,10 @@ def write_hparams(writer, config: ml_collections.ConfigDict,
   are marked.
   """
   values = hparams(config)
-  _write_summary_pb(writer, hparams_summary.hparams_pb(values, trial_id=trial_name(workdir)))
-  summary = hparams_summary.hparams_config_pb(
-      hparams=[hparams_summary.HParam(name) for name in sorted(values)],
-      metrics=[hparams_summary.Metric(tag, group='val', display_name=title)
+  _write_summary_pb(writer, hparams_api.hparams_pb(values, trial_id=trial_name(workdir)))
+  summary = hparams_api.hparams_config_pb(
+      hparams=[hparams_api.HParam(name) for name in sorted(values)],
+      metrics=[hparams_api.Metric(tag, group='val', display_name=title)
                for tag, title in BEST_METRICS.items()])
   value = summary.value[0]
   plugin_data = plugin_data_pb2.HParamsPluginData.FromString(
@@ -335,7 +333,7 @@ def open_run(workdir: str | pathlib.Path, trainer, loop) -> RunSummaries:
   return RunSummaries(writers, BestPredictions(trainer, val_images, val_labels))
 
 
-def _event_is_after(event: event_pb2.Event, step: int, epoch: int) -> bool:
+def _event_is_after(event: tf.compat.v1.Event, step: int, epoch: int) -> bool:
   """Whether an event lies past (step, epoch): x is the step or the epoch by its tag."""
   tags = [value.tag for value in event.summary.value]
   if not tags:
@@ -347,8 +345,8 @@ def _event_is_after(event: event_pb2.Event, step: int, epoch: int) -> bool:
 def _drop_file_events_after(path: pathlib.Path, step: int, epoch: int) -> None:
   """Rewrites one event file without its events past (step, epoch) and a torn last record."""
   kept, dropped = [], 0
-  for record in event_file_loader.RawEventFileLoader(str(path)).Load():
-    if _event_is_after(event_pb2.Event.FromString(record), step, epoch):
+  for record in _event_records(path):
+    if _event_is_after(tf.compat.v1.Event.FromString(record), step, epoch):
       dropped += 1
     else:
       kept.append(record)
@@ -356,15 +354,24 @@ def _drop_file_events_after(path: pathlib.Path, step: int, epoch: int) -> None:
     return
 
   def write(tmp: pathlib.Path) -> None:
-    with open(tmp, 'wb') as f:
-      writer = record_writer.RecordWriter(f)
+    with tf.io.TFRecordWriter(str(tmp)) as writer:
       for record in kept:
         writer.write(record)
-      writer.flush()
 
   atomic.write_atomically(path, write)
   logging.info('Dropped %d TensorBoard events after step %d / epoch %d from %s.', dropped,
                step, epoch, path)
+
+
+def _event_records(path: pathlib.Path) -> list[bytes]:
+  """The records of an event file (a TFRecord file), up to a torn last one."""
+  records = []
+  try:
+    for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
+      records.append(record)
+  except tf.errors.DataLossError:
+    pass  # A record cut short by a killed writer: the ones before it stand.
+  return records
 
 
 def drop_events_after(workdir: str | pathlib.Path, *, step: int, epoch: int) -> None:
