@@ -2,7 +2,7 @@ r"""Does saving stall training? An epoch's steps with and without the checkpoint
 
 At the end of an epoch the host loop saves `best/` (model variables) and `checkpoints/` (the
 whole train state with Adam's moments) through orbax's asynchronous `CheckpointManager`s
-(`vgg_flax.checkpointing.WorkdirCheckpoints`): `save` returns once the arrays are copied off
+(`vgg_flax.workdir.checkpoints.WorkdirCheckpoints`): `save` returns once the arrays are copied off
 the device, the files are written by a background thread while the next epoch trains, and
 the next save (and the end of training) waits for the previous one. This measures, in one
 process and alternating repetitions:

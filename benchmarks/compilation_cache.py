@@ -1,7 +1,7 @@
 r"""Compile time of a first start against a restart with JAX's persistent compilation cache.
 
 Starts two fresh processes one after the other, sharing an empty cache folder. Each enables
-the cache as `main.py` does (`vgg_flax.platform.enable_compilation_cache`), then lowers
+the cache as `main.py` does (`vgg_flax.cli.compile_cache.enable_compilation_cache`), then lowers
 (traces) and compiles the jitted init of the train state and the project's train and eval
 steps for a config; the first fills the cache, the second loads from it. Lowering is timed
 apart: it runs in both (the cache key is computed from its result).

@@ -28,6 +28,7 @@ import jax  # pylint: disable=g-import-not-at-top
 from jax import monitoring  # pylint: disable=g-import-not-at-top
 
 from benchmarks import bench_config
+from configs import default
 from benchmarks import throughput  # pylint: disable=g-import-not-at-top
 from vgg_flax.cli import compile_cache  # pylint: disable=g-import-not-at-top
 from vgg_flax.core import steps  # pylint: disable=g-import-not-at-top
@@ -224,7 +225,9 @@ def main(argv=None) -> int:
             'depths': {}}
   # The AOT-compiled steps go to a throw-away cache, so the recompile check loads them.
   with tempfile.TemporaryDirectory() as cache:
-    compile_cache.enable_compilation_cache({'compilation_cache_dir': cache}, cache)
+    config = default.get_config()
+    config.compilation_cache_dir = cache
+    compile_cache.enable_compilation_cache(config, cache)
     for depth in (int(d) for d in args.depths.split(',') if d):
       report['depths'][depth] = bench_depth(depth, args, peaks, torch_info is not None)
       (out / 'gpu_results.json').write_text(json.dumps(report, indent=2))

@@ -1,8 +1,8 @@
 r"""Images per second of the project's jitted train and eval steps, beside PyTorch.
 
-Measures exactly what training runs: `vgg_flax.steps.train_step` (on-device augmentation,
+Measures exactly what training runs: `vgg_flax.core.steps.train_step` (on-device augmentation,
 forward, backward, Adam update, BatchNorm statistics, metrics) and `eval_step`, built by
-`vgg_flax.factory` as training builds them, for a one-axis mesh. With `--reference=torch` it
+`vgg_flax.core.factory` as training builds them, for a one-axis mesh. With `--reference=torch` it
 also times the original's architecture in PyTorch (`benchmarks.torch_reference`) in each
 of its CPU settings, alternating with the project repetition by repetition, so that a noisy
 machine affects every contender alike. Ratios are against the best PyTorch setting.

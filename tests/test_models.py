@@ -124,7 +124,7 @@ def test_output_shape_of_a_real_forward_pass():
   logits = jitted(model.apply, train=False)(variables, images)
   assert logits.shape == (2, 5)
   assert np.all(np.isfinite(logits))
-  # The seed's init: Kaiming normal (fan_out) convs, N(0, 0.01) dense, zero biases.
+  # The original's init: Kaiming normal (fan_out) convs, N(0, 0.01) dense, zero biases.
   params = variables['params']
   kernel = params['stage5_2_conv']['kernel']  # 3x3x64x64: enough draws for a std.
   np.testing.assert_allclose(np.std(kernel), math.sqrt(2 / (9 * 64)), rtol=0.05)

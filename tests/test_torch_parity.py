@@ -81,7 +81,7 @@ def train_in_torch(model, train_data, val_data):
 
 @pytest.fixture(scope='module')
 def parity_config(tmp_path_factory):
-  """The seed's recipe (Adam 1e-3, average pool, BatchNorm) on 16 images, one batch a step."""
+  """The original's recipe (Adam 1e-3, average pool, BatchNorm) on 16 images, one batch a step."""
   root = tmp_path_factory.mktemp('parity')
   config = default.get_config()
   config.data_source = str(synthetic.write_sample(root / 'sample', **SAMPLE))

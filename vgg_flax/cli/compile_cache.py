@@ -17,8 +17,8 @@ CACHE_DIR_NAME = '.jax_cache'
 _JAX_CACHE_VARIABLE = 'JAX_COMPILATION_CACHE_DIR'
 
 # No XLA CPU flag made whole train or eval steps faster, measured side by side
-# (`benchmarks/throughput.py`, VGG-11, 64 px, fp32, train / eval img/s against the default on
-# the 2-core AMD EPYC Zen 5 of the README figures): oneDNN custom call 1.00x / 0.96x, XNNPACK
+# (`python -m benchmarks.throughput`, VGG-11, 64 px, fp32, train / eval img/s against the default on
+# the 2-core AMD EPYC Zen 5 of docs/performance.md): oneDNN custom call 1.00x / 0.96x, XNNPACK
 # fusion 1.01x / 0.94x, YNNPACK fusion 0.90x / 1.17x (noise-level). So none is set; the
 # prototype's +10-25% for oneDNN was on an Intel Xeon with AMX: re-measure there first.
 
