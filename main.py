@@ -14,6 +14,12 @@ status 2.
 import os
 import sys
 
+if sys.version_info < (3, 12):  # Before any dependency is imported: JAX 0.11+ needs 3.12.
+  print(f'error: vgg_flax needs Python 3.12 or newer (JAX 0.11 and later do); this is Python '
+        f'{sys.version_info[0]}.{sys.version_info[1]}. Make the venv with python3.12.',
+        file=sys.stderr)
+  sys.exit(2)
+
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 
 from absl import app  # pylint: disable=g-import-not-at-top

@@ -7,7 +7,13 @@
 # installed at the version requirements.txt pins (it brings ml-collections, and no TensorFlow).
 # Without a GPU or TPU it prints a banner and runs tiny settings on the CPU.
 #
-#   bash benchmarks/gpu.sh [OUT_DIR] [flags for benchmarks/gpu.py, e.g. --depths=16]
+#   bash benchmarks/gpu.sh [OUT_DIR] [flags for benchmarks.gpu, e.g. --depths=16]
+#
+# What the host needs (Python 3.12+), besides a checkout of this project:
+#   pip install "jax[cuda13]==0.12.0.1" flax==0.12.12 optax==0.2.8 orbax-checkpoint==0.12.8 \
+#       clu==0.0.12 numpy==2.5.5 torch==2.14.1        # jax[cuda12] for a CUDA 12 driver
+#   pip install "jax[tpu]==0.12.0.1" flax==0.12.12 optax==0.2.8 orbax-checkpoint==0.12.8 \
+#       clu==0.0.12 numpy==2.5.5                      # on a TPU VM (no PyTorch comparison)
 #
 # Tables on stdout, everything in OUT_DIR/gpu_results.json; exit 1 if a step recompiled.
 set -euo pipefail

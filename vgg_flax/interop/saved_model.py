@@ -17,6 +17,13 @@ from vgg_flax.core import steps
 
 # The SavedModel is lowered for each, so it serves on any of them whatever trained it.
 SERVING_PLATFORMS = ('cpu', 'cuda', 'tpu')
+# The JAX computation is lowered for a fixed batch of this many images, and the signature
+# pads any batch to a multiple of it and maps over the chunks. A symbolic batch dimension
+# would be simpler, but JAX guards one with a `shape_assertion` op newer than TensorFlow
+# 2.21 (the newest release) can read ("failed to deserialize portable artifact"), and offers
+# no public switch to leave the guard out. Inference is per image (BatchNorm uses its running
+# statistics), so the padding changes no result.
+SERVING_CHUNK = 16
 
 
 def serving_function(model: models.VGG, config: ml_collections.ConfigDict):
@@ -48,13 +55,17 @@ def save_saved_model(model: models.VGG, variables: dict, config: ml_collections.
   module = tf.Module()
   module.variables_tree = jax.tree.map(tf.Variable, variables)
   convert_fn = jax2tf.convert(serving_function(model, config), with_gradient=False,
-                              polymorphic_shapes=[None, f'(b, {size}, {size}, 3)'],
                               native_serialization_platforms=SERVING_PLATFORMS)
 
   @tf.function(autograph=False, input_signature=[
       tf.TensorSpec([None, size, size, 3], tf.uint8, name='images')])
   def serve(images):
-    return {'probabilities': convert_fn(module.variables_tree, images)}
+    count = tf.shape(images)[0]
+    padded = tf.pad(images, [[0, -count % SERVING_CHUNK], [0, 0], [0, 0], [0, 0]])
+    chunks = tf.reshape(padded, [-1, SERVING_CHUNK, size, size, 3])
+    probabilities = tf.map_fn(lambda chunk: convert_fn(module.variables_tree, chunk), chunks,
+                              fn_output_signature=tf.float32)
+    return {'probabilities': tf.reshape(probabilities, [-1, model.num_classes])[:count]}
 
   module.serve = serve
   # Saving sets absl's logger to WARNING (TensorFlow's doing); the caller's logging stays.

@@ -1,7 +1,8 @@
 """A user's own images for `--mode=predict --config.predict_images=PATH`.
 
 PATH is a file, a folder (every image file under it, recursively) or a glob
-(`photos/*.jpg`, `**` allowed). Images of any format PIL reads, any mode and any size are
+(`photos/*.jpg`, `**` allowed). Images of the formats the project reads
+(`input_pipeline.image_files.FORMATS`, within its size limits) are
 brought to the dataset's stored image shape exactly as the TFDS builder prepares the
 training images (`input_pipeline.tiny_imagenet.decode_image`): a JPEG already of that size in
 RGB or grayscale is decoded by TensorFlow as the training pipeline decodes it; anything else
@@ -10,7 +11,6 @@ The model then resizes to `image_size` on the device, as in training.
 """
 
 import glob
-import io
 import os
 import pathlib
 
@@ -18,11 +18,12 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from input_pipeline import image_files
 from input_pipeline import pipeline
 from input_pipeline import tiny_imagenet
 
-# What a folder is searched for (a file or a glob is taken as given).
-IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm')
+# What a folder is searched for (a file or a glob is taken as given): `image_files.FORMATS`.
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
 # Images the training pipeline stores as they are (see `tiny_imagenet.KEPT_MODES`).
 KEPT_MODES = tiny_imagenet.KEPT_MODES
 
@@ -64,18 +65,19 @@ def load_image(path: str, shape: tuple[int, int, int]) -> np.ndarray:
   """
   height, width, channels = shape
   try:
-    data = pathlib.Path(path).read_bytes()
-    with Image.open(io.BytesIO(data)) as image:
-      image.load()  # Decodes the whole image: truncated files fail here.
-      if (image.format == 'JPEG' and image.mode in KEPT_MODES
-          and image.size == (width, height)):
-        # Stored as it is by the builder, then decoded by TF: the same pixels as training.
-        return tf.image.decode_image(data, channels=channels, expand_animations=False).numpy()
-      converted = image.convert('L' if channels == 1 else 'RGB')
-  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-    raise pipeline.DataError(f'{path}: cannot read the image ({error}); expected an image '
-                             'file PIL can open (JPEG, PNG, ...), or set '
+    data = image_files.read_limited(path, path)
+  except OSError as error:
+    raise pipeline.DataError(f'{path}: cannot read the image ({error.strerror}); set '
                              'skip_corrupt=True to skip it.') from None
+  with image_files.open_image(
+      data, path, failure='cannot read the image',
+      expected=f'an image file ({", ".join(image_files.FORMATS)}), or set skip_corrupt=True '
+      'to skip it') as image:
+    if (image.format == 'JPEG' and image.mode in KEPT_MODES and image.size == (width, height)
+        and len(data) <= tiny_imagenet.KEPT_JPEG_MAX_BYTES):
+      # Stored as it is by the builder, then decoded by TF: the same pixels as training.
+      return tf.image.decode_image(data, channels=channels, expand_animations=False).numpy()
+    converted = image.convert('L' if channels == 1 else 'RGB')
   if converted.size != (width, height):
     converted = converted.resize((width, height), Image.BILINEAR)
   return np.asarray(converted, dtype=np.uint8).reshape(shape)
