@@ -19,7 +19,6 @@ them) against the blocking save: the share of the save hidden behind training.
 
 import json
 import os
-import sys
 import tempfile
 import time
 

@@ -18,9 +18,10 @@ import sys
 import tempfile
 import time
 
-
 from absl import flags
-from vgg_flax.cli import compile_cache  # pylint: disable=g-import-not-at-top
+
+from benchmarks import bench_config
+from vgg_flax.cli import compile_cache
 
 
 def parse_args(argv=None) -> flags.FlagValues:
@@ -39,9 +40,11 @@ def parse_args(argv=None) -> flags.FlagValues:
 
 def compile_once(args: flags.FlagValues) -> dict[str, float]:
   """In a fresh process: seconds to lower and to compile the init, train and eval programs."""
+  # Imported here, in the child: the parent only starts and times the children.
   import jax  # pylint: disable=g-import-not-at-top
-  from benchmarks import bench_config  # pylint: disable=g-import-not-at-top
-  from vgg_flax import factory, sharding, steps  # pylint: disable=g-import-not-at-top
+  from vgg_flax.core import factory  # pylint: disable=g-import-not-at-top
+  from vgg_flax.core import sharding  # pylint: disable=g-import-not-at-top
+  from vgg_flax.core import steps  # pylint: disable=g-import-not-at-top
   config = bench_config.get_config(depth=args.depth, width=args.width,
                                    hidden_units=args.hidden_units, image_size=args.image_size,
                                    batch_size=args.batch_size,

@@ -1,6 +1,6 @@
 r"""How much the training loop adds to its steps: step time in the loop / the jitted step alone.
 
-Runs `vgg_flax.train.train_epoch` on the generated Tiny ImageNet sample (after a warm-up
+Runs `vgg_flax.train.loop.train_epoch` on the generated Tiny ImageNet sample (after a warm-up
 that compiles the step and fills the decoded-image cache), then runs the same
 batches through the jitted step alone, already on the device and dispatched back to back
 (blocked once at the end, as the loop blocks only to log). The two alternate, `--repeats`
@@ -18,8 +18,6 @@ This one needs TensorFlow (the input pipeline is tf.data); `throughput.py` does 
 
 import dataclasses
 import json
-import os
-import sys
 import tempfile
 import time
 
@@ -31,7 +29,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 from benchmarks import bench_config
 from configs import default  # pylint: disable=g-import-not-at-top
 from vgg_flax.core import sharding  # pylint: disable=g-import-not-at-top
-from vgg_flax import train  # pylint: disable=g-import-not-at-top
+from vgg_flax.train import loop as train  # pylint: disable=g-import-not-at-top
 
 
 class NullWriter:

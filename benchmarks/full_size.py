@@ -181,7 +181,7 @@ def train_job(args, epoch: bool = True) -> dict:
   """The loop's own overhead, then (with `epoch`) one epoch of a narrow VGG-11 end to end
   with cache=True and the evaluation."""
   from benchmarks import epoch_overhead  # pylint: disable=g-import-not-at-top
-  from vgg_flax import train  # pylint: disable=g-import-not-at-top
+  from vgg_flax.train import loop as train  # pylint: disable=g-import-not-at-top
   config = child_config(args)
   config.cache = True
   trainer, state = train.create_trainer(config)

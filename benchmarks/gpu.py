@@ -16,7 +16,6 @@ the CPU (`--cpu_full` keeps the sizes), to prove the script end to end.
 """
 
 import json
-import os
 import pathlib
 import sys
 import tempfile

@@ -22,7 +22,6 @@ process kept busy.
 import functools
 import os
 import statistics
-import sys
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
@@ -55,7 +54,7 @@ def parse_args(argv=None) -> flags.FlagValues:
   return bench_config.parse_flags(values, argv)
 
 
-def bench_config(args):
+def make_config(args):
   config = default.get_config()
   config.data_dir = args.data_dir
   config.sample.enabled = True
@@ -132,7 +131,7 @@ def time_stages(config, dataset, epochs: int) -> None:
 
 def main():
   args = parse_args()
-  config = bench_config(args)
+  config = make_config(args)
   start = time.perf_counter()
   dataset = pipeline.open_dataset(config)
   info = dataset.info

@@ -13,8 +13,6 @@ use (the CPU compiler's buffer assignment differs from the GPU's in the temporar
 """
 
 import json
-import os
-import sys
 import time
 
 

@@ -11,7 +11,6 @@ import jax
 import numpy as np
 
 from configs import default
-from vgg_flax import convert
 from vgg_flax.core import models
 from vgg_flax.interop import commands
 

@@ -8,7 +8,6 @@ import sys
 import textwrap
 import time
 
-import ml_collections
 import pytest
 
 from configs import default
@@ -23,7 +22,8 @@ COMPILE_SCRIPT = textwrap.dedent('''
     import jax
     from jax import monitoring
     from configs import default
-    from vgg_flax import factory, platform
+    from vgg_flax.cli import compile_cache as platform
+    from vgg_flax.core import factory
     events = []
     monitoring.register_event_listener(lambda name, **_: events.append(name))
     config = default.get_config()

@@ -7,7 +7,6 @@ import sys
 from absl import flags
 import jax
 from ml_collections import config_flags
-import ml_collections
 import numpy as np
 import pytest
 

@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
 from vgg_flax.workdir import checkpoints as checkpointing
-from vgg_flax import train
+from vgg_flax.train import loop as train
 from vgg_flax.workdir import files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

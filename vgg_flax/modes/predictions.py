@@ -11,7 +11,7 @@ padded examples are masked out, and rows come back in file-name order.
 """
 
 import dataclasses
-from typing import Any, Callable, Iterable
+from typing import Callable
 
 import jax
 import numpy as np
