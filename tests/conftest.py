@@ -11,7 +11,7 @@ from typing import Any
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 # One persistent JAX compilation cache for the session: this process (JAX reads these when
-# first imported, below) and every main.py it starts (`platform.enable_compilation_cache`
+# first imported, below) and every main.py it starts (`compile_cache.enable_compilation_cache`
 # takes the variable over the folder beside the workdir), so each tiny program compiles once.
 # Tests of the cache itself give their own folders. Removed when the session ends.
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
