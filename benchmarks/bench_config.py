@@ -13,6 +13,18 @@ from absl import flags
 from configs import default
 
 
+def define_model_flags(values: flags.FlagValues, *, depth: int,
+                       image_size: bool = True) -> None:
+  """The model and batch flags most benchmarks share: depth, width, hidden units, batch."""
+  flags.DEFINE_integer('depth', depth, 'VGG depth: 11, 13, 16 or 19.', flag_values=values)
+  flags.DEFINE_integer('width', 64, 'First-stage channels.', flag_values=values)
+  flags.DEFINE_integer('hidden_units', 4096, 'Width of the two hidden dense layers.',
+                       flag_values=values)
+  if image_size:
+    flags.DEFINE_integer('image_size', 64, 'Side the model sees.', flag_values=values)
+  flags.DEFINE_integer('batch_size', 64, 'Global train batch.', flag_values=values)
+
+
 def parse_flags(values: flags.FlagValues, argv: Sequence[str] | None = None,
                 program: str = 'benchmark') -> flags.FlagValues:
   """Parses `argv` (default `sys.argv[1:]`) into `values`; a mistake is one line, exit 2."""

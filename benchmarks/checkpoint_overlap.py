@@ -36,11 +36,7 @@ from vgg_flax.core import steps  # pylint: disable=g-import-not-at-top
 
 def parse_args(argv=None) -> flags.FlagValues:
   values = flags.FlagValues()
-  flags.DEFINE_integer('depth', 16, '', flag_values=values)
-  flags.DEFINE_integer('width', 64, '', flag_values=values)
-  flags.DEFINE_integer('hidden_units', 4096, '', flag_values=values)
-  flags.DEFINE_integer('image_size', 64, '', flag_values=values)
-  flags.DEFINE_integer('batch_size', 64, '', flag_values=values)
+  bench_config.define_model_flags(values, depth=16)
   flags.DEFINE_integer('steps', 3, 'Train steps of the "epoch".', flag_values=values)
   flags.DEFINE_integer('repeats', 2, 'Alternating repetitions.', flag_values=values)
   flags.DEFINE_string('workdir', '', "Where to save; '' = a temporary folder.", flag_values=values)

@@ -26,11 +26,7 @@ from vgg_flax.cli import compile_cache
 
 def parse_args(argv=None) -> flags.FlagValues:
   values = flags.FlagValues()
-  flags.DEFINE_integer('depth', 16, '', flag_values=values)
-  flags.DEFINE_integer('width', 64, '', flag_values=values)
-  flags.DEFINE_integer('hidden_units', 4096, '', flag_values=values)
-  flags.DEFINE_integer('image_size', 64, '', flag_values=values)
-  flags.DEFINE_integer('batch_size', 64, '', flag_values=values)
+  bench_config.define_model_flags(values, depth=16)
   flags.DEFINE_integer('eval_batch_size', 256, '', flag_values=values)
   flags.DEFINE_string('json', '', 'Write the results here.', flag_values=values)
   flags.DEFINE_string(

@@ -41,10 +41,7 @@ class NullWriter:
 
 def parse_args(argv=None) -> flags.FlagValues:
   values = flags.FlagValues()
-  flags.DEFINE_integer('depth', 11, '', flag_values=values)
-  flags.DEFINE_integer('width', 64, '', flag_values=values)
-  flags.DEFINE_integer('hidden_units', 4096, '', flag_values=values)
-  flags.DEFINE_integer('batch_size', 64, '', flag_values=values)
+  bench_config.define_model_flags(values, depth=11, image_size=False)
   flags.DEFINE_string('dtype', 'float32', '', flag_values=values)
   flags.DEFINE_integer('train_per_class', 100, '', flag_values=values)
   flags.DEFINE_integer('log_every_steps', 50, '', flag_values=values)

@@ -35,15 +35,11 @@ NUM_CLASSES = 200
 
 def parse_args(argv=None) -> flags.FlagValues:
   values = flags.FlagValues()
-  flags.DEFINE_integer('depth', 11, '', flag_values=values)
-  flags.DEFINE_integer('batch_size', 64, '', flag_values=values)
+  bench_config.define_model_flags(values, depth=11)
   flags.DEFINE_integer('eval_batch_size', 256, '', flag_values=values)
-  flags.DEFINE_integer('image_size', 64, '', flag_values=values)
   flags.DEFINE_string(
       'dtype', 'float32', "'float32', 'bfloat16' or both, comma-separated (each is timed).",
       flag_values=values)
-  flags.DEFINE_integer('width', 64, 'First-stage channels.', flag_values=values)
-  flags.DEFINE_integer('hidden_units', 4096, '', flag_values=values)
   flags.DEFINE_enum('reference', 'none', ['torch', 'none'], '', flag_values=values)
   flags.DEFINE_string(
       'torch_settings', 'torch_fp32,torch_channels_last,torch_bf16',

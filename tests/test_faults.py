@@ -278,14 +278,9 @@ def test_a_damaged_best_checkpoint_falls_back_for_evaluation(reference, tmp_path
 
 
 @pytest.fixture
-def small_disk(tmp_path):
+def small_disk(tmpfs):
   """A 4 MiB tmpfs: room for the checkpoints of one epoch, not two."""
-  mount_point = tmp_path / 'disk'
-  mount_point.mkdir()
-  subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', str(mount_point)],
-                 check=True)
-  yield mount_point
-  subprocess.run(['umount', '-l', str(mount_point)], check=True)
+  return tmpfs('4m')
 
 
 @pytest.mark.slow

@@ -6,7 +6,6 @@
 
 import errno
 import os
-import subprocess
 
 import numpy as np
 import pytest
@@ -70,14 +69,9 @@ def test_success_replaces_the_file_and_leaves_no_temporary(tmp_path):
 
 
 @pytest.fixture
-def full_disk(tmp_path):
+def full_disk(tmpfs):
   """A 64 KiB tmpfs, too small for the writes below."""
-  mount_point = tmp_path / 'disk'
-  mount_point.mkdir()
-  subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', str(mount_point)],
-                 check=True)
-  yield mount_point
-  subprocess.run(['umount', '-l', str(mount_point)], check=True)
+  return tmpfs('64k')
 
 
 def test_the_errno_of_a_tensorstore_write_to_a_full_disk(full_disk):
