@@ -24,7 +24,6 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import io
-import itertools
 import logging
 import os
 import pathlib
@@ -38,9 +37,7 @@ import zlib
 
 import numpy as np
 from PIL import Image
-import tensorflow as tf
 import tensorflow_datasets as tfds
-from tensorflow_datasets.core import writer as tfds_writer
 
 from input_pipeline import image_files
 from input_pipeline.image_files import DataError
@@ -61,7 +58,9 @@ JPEG_START, JPEG_END = b'\xff\xd8', b'\xff\xd9'
 KEPT_JPEG_MAX_BYTES = 48 << 10
 # Threads that read and check the image files while preparing, and how far they read ahead:
 # at most AHEAD files and AHEAD_BYTES of them (by their declared sizes) wait for the writer.
-READ_THREADS = 4
+# No more threads than cores: TFDS serialises each example in the calling thread, under the
+# same GIL, and extra readers only take turns with it (docs/performance.md).
+READ_THREADS = min(4, os.cpu_count() or 1)
 AHEAD = 256
 AHEAD_BYTES = 64 << 20
 
@@ -542,73 +541,3 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
     if skipped:
       logging.warning('skip_corrupt: skipped %d unreadable images of %d in split %s: %s',
                       len(skipped), len(files), split, ', '.join(skipped[:10]))
-
-  # Serialise the examples here and hand them to TFDS's shard writer (False: TFDS's generic
-  # path, which tests/test_preparation.py compares against).
-  direct_writer = True
-
-  def _download_and_prepare(self, dl_manager, download_config):
-    """Writes each split with TFDS's shard writer, the examples serialised here.
-
-    `GeneratorBasedBuilder` would encode every example through the features and serialise
-    it generically, which costs more than checking the image; these three features
-    serialise directly to the same `tf.train.Example`s. The examples, their order, the
-    shards and their names are TFDS's own.
-    """
-    if not self.direct_writer:
-      return super()._download_and_prepare(dl_manager, download_config)
-    split_generators = self._split_generators(dl_manager)  # Checks every split's files first.
-    serialize = example_serializer(self.info.features)
-    self.info.set_splits(tfds.core.SplitDict([
-        self._write_split(split, (serialize(example) for _, example in examples),
-                          download_config)
-        for split, examples in split_generators.items()]))
-
-  def _write_split(self, split: str, records: Iterator[bytes],
-                   download_config: tfds.download.DownloadConfig) -> tfds.core.SplitInfo:
-    """Writes one split's serialised examples into shards, in order, as TFDS names them."""
-    filename_template = self._get_filename_template(split_name=split)
-    writer = tfds_writer.Writer(
-        serializer=_Serialized(), filename_template=filename_template, hash_salt=split,
-        disable_shuffling=True, example_writer=self._example_writer(),
-        shard_config=download_config.get_shard_config())
-    # TFDS's option to write only the first examples of each split, as its generic path does.
-    limit = download_config.max_examples_per_split
-    for index, record in enumerate(itertools.islice(records, limit)):
-      writer.write(index, record)
-    shard_lengths, num_bytes = writer.finalize()
-    return tfds.core.SplitInfo(name=split, shard_lengths=shard_lengths, num_bytes=num_bytes,
-                               filename_template=filename_template)
-
-
-class _Serialized:
-  """A TFDS writer's serializer for examples that are serialised already."""
-
-  def serialize_example(self, example: bytes) -> bytes:
-    return example
-
-
-def example_serializer(features: tfds.features.FeaturesDict):
-  """A function from an example of this builder to its serialised `tf.train.Example`.
-
-  The same example as TFDS's `features.serialize_example(features.encode_example(example))`
-  (the image encoded by its feature only when it is pixels) at a fraction of the cost.
-  """
-  image_feature, label_feature = features['image'], features['label']
-
-  def serialize(example: dict) -> bytes:
-    image = example['image']
-    values = {
-        'image': tf.train.Feature(bytes_list=tf.train.BytesList(value=[
-            image if isinstance(image, bytes) else image_feature.encode_example(image)])),
-        'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[
-            label_feature.encode_example(example['label'])])),
-        'file_name': tf.train.Feature(bytes_list=tf.train.BytesList(value=[
-            example['file_name'].encode()])),
-    }
-    # Deterministic: the features in name order, so preparing again writes the same bytes
-    # (protobuf otherwise orders a map's entries by a hash seeded per process).
-    return tf.train.Example(features=tf.train.Features(feature=values)).SerializeToString(
-        deterministic=True)
-
-  return serialize

@@ -11,8 +11,8 @@ import pytest
 from configs import smoke
 from input_pipeline import pipeline
 from input_pipeline import tiny_imagenet
-from vgg_flax import cli
-from vgg_flax import configuration
+from vgg_flax.cli import flags as cli
+from vgg_flax.workdir import config as configuration
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

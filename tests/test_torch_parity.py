@@ -21,9 +21,9 @@ from PIL import Image
 from configs import default
 from input_pipeline import pipeline
 from input_pipeline import synthetic
-from vgg_flax import models
-from vgg_flax import reporting
+from vgg_flax.core import models
 from vgg_flax import train
+from vgg_flax.workdir import files
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 WIDTH, HIDDEN = 8, 32
@@ -105,7 +105,7 @@ def test_adam_steps_and_validation_losses_match_pytorch(parity_config, tmp_path)
                                                  dataset.info.num_classes, tmp_path)
   parity_config.init_from = str(initial)
   train.train_and_evaluate(parity_config, str(tmp_path / 'run'))
-  history = reporting.read_history(tmp_path / 'run' / 'history.csv')
+  history = files.read_history(tmp_path / 'run' / 'history.csv')
 
   assert [row['epoch'] for row in history] == list(range(1, STEPS + 1))
   # The steps move the losses far more than the tolerance: the comparison has teeth.

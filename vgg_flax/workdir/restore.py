@@ -1,4 +1,4 @@
-"""What a workdir holds: its file names, its `config.json`, and restoring its `best/` model.
+"""Restoring a workdir's `best/` model with the config it was trained with.
 
 A training workdir is rebuilt from the config saved in it (`config.json`), so a model is
 restored with exactly the depth, width, image size and dtype it was trained with. The config
@@ -12,90 +12,31 @@ given on the command line contributes only what does not change the model:
     otherwise the workdir's own data section is used.
 
 The latest checkpoint (`checkpoints/`, for resuming) is restored by the training loop
-(`vgg_flax.checkpointing.WorkdirCheckpoints`); `best/` is read here, by every mode after it.
+(`vgg_flax.workdir.checkpoints.WorkdirCheckpoints`); `best/` is read here, by every mode after it.
 """
 
-from __future__ import annotations  # `pipeline.DatasetInfo` annotations, see below.
-
 import dataclasses
-import json
 import os
 import pathlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
-from vgg_flax import checkpointing
-from vgg_flax import cli
-from vgg_flax import configuration
-from vgg_flax import models
-from vgg_flax import reporting
-from vgg_flax import sharding
-
-if TYPE_CHECKING:
-  from input_pipeline import pipeline
-
-# --- The files of a workdir ---------------------------------------------------------------
-
-CONFIG_FILE = 'config.json'  # The run's whole config (written when training starts).
-HISTORY_FILE = 'history.csv'  # One row an epoch.
-PLOTS_DIR = 'plots'  # loss.png, accuracy.png, the sample grids, confusion.png.
-LATEST_DIR = checkpointing.LATEST_DIR  # Orbax checkpoints of the last epochs (resume).
-BEST_DIR = checkpointing.BEST_DIR  # Orbax checkpoints of the lowest val loss (predict).
-EVAL_RESULTS_FILE = 'eval_results.json'  # --mode=evaluate.
-TEST_PREDICTIONS_FILE = 'test_predictions.csv'  # --mode=predict on a split.
-IMAGE_PREDICTIONS_FILE = 'image_predictions.csv'  # --mode=predict on a user's images.
+from input_pipeline import pipeline
+from vgg_flax.core import models
+from vgg_flax.core import sharding
+from vgg_flax.errors import ConfigError
+from vgg_flax.workdir import checkpoints
+from vgg_flax.workdir import config as run_config
+from vgg_flax.workdir import files
 
 # Fields of the command-line config that never change the model (see the module docstring).
 RUNTIME_FIELDS = ('eval_split', 'predict_split', 'eval_batch_size', 'cache', 'progress_bar',
                   'tta', 'predict_images')
 DATA_FIELDS = ('dataset', 'data_source', 'data_dir', 'skip_corrupt', 'sample')
-
-
-def write_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -> None:
-  """Writes `<workdir>/config.json` atomically (the caller decides which process writes)."""
-  reporting.write_json(pathlib.Path(workdir) / CONFIG_FILE, configuration.config_to_dict(config))
-
-
-def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
-  """The config saved in a workdir's `config.json`, as a ConfigDict.
-
-  Raises:
-    ConfigError: the workdir holds no `config.json`.
-  """
-  path = pathlib.Path(workdir) / CONFIG_FILE
-  if not path.exists():
-    raise configuration.ConfigError(f'{path} does not exist: {workdir} is not a vgg_flax '
-                                    'workdir.')
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
-
-
-def train_command(workdir: str | os.PathLike) -> str:
-  """The command that trains a workdir (its config guessed from the folder name)."""
-  config = cli.CONFIG_DIR / f'{pathlib.PurePath(workdir).name}.py'
-  config_arg = f'configs/{config.name}' if config.is_file() else 'configs/<model>.py'
-  return f'python main.py --config={config_arg} --workdir={workdir}'
-
-
-def require_trained(workdir: str | os.PathLike, name: str, needs: str) -> None:
-  """A one-line FileNotFoundError, naming the command that trains it, where `workdir` or
-  `needs` (a path relative to it, e.g. 'history.csv', 'best/') is missing.
-
-  Args:
-    workdir: a training workdir.
-    name: what the message calls it (e.g. "member '13'").
-    needs: what the caller reads from it.
-  """
-  path = pathlib.Path(workdir)
-  if not path.is_dir():
-    raise FileNotFoundError(f'{name}: workdir {workdir} does not exist; train it first: '
-                            f'{train_command(workdir)}')
-  if not (path / needs).exists():
-    raise FileNotFoundError(f'{name}: {workdir} holds no {needs}; train it first: '
-                            f'{train_command(workdir)}')
 
 
 def load_workdir_config(workdir: str | os.PathLike, name: str) -> ml_collections.ConfigDict:
@@ -108,11 +49,11 @@ def load_workdir_config(workdir: str | os.PathLike, name: str) -> ml_collections
   Raises:
     FileNotFoundError: the workdir, its `config.json` or its `best/` checkpoint is missing.
   """
-  require_trained(workdir, name, CONFIG_FILE)
-  if not checkpointing.has_best_checkpoint(workdir):
-    raise FileNotFoundError(f'{name}: {workdir} holds no {BEST_DIR}/ checkpoint; train it for '
-                            'at least one epoch first.')
-  return read_config(workdir)
+  files.require_trained(workdir, name, files.CONFIG_FILE)
+  if not checkpoints.has_best_checkpoint(workdir):
+    raise FileNotFoundError(f'{name}: {workdir} holds no {files.BEST_DIR}/ checkpoint; train '
+                            'it for at least one epoch first.')
+  return run_config.read_config(workdir)
 
 
 # --- The config a restored model runs with ------------------------------------------------
@@ -130,8 +71,7 @@ def resolve_config(saved: ml_collections.ConfigDict, runtime: ml_collections.Con
   # `cache=False` over a saved 'auto'.
   resolved = saved.to_dict()
   for field in RUNTIME_FIELDS:
-    if field in runtime:  # Configs written before a field existed lack it.
-      resolved[field] = runtime[field]
+    resolved[field] = runtime[field]
   for field in DATA_FIELDS:
     value = data[field]
     resolved[field] = value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
@@ -180,7 +120,7 @@ def check_same_classes(name: str, trained: pipeline.DatasetInfo,
                        current: pipeline.DatasetInfo) -> None:
   """Refuses a model trained on other classes (in another order) than the data's."""
   if tuple(trained.label_names) != tuple(current.label_names):
-    raise configuration.ConfigError(
+    raise ConfigError(
         f'{name} was trained on {trained.num_classes} other classes than the '
         f'{current.num_classes} of the data it is asked to predict (label names differ); '
         'use members trained on the same dataset.')
@@ -189,9 +129,8 @@ def check_same_classes(name: str, trained: pipeline.DatasetInfo,
 def _trained_info(name: str, saved: ml_collections.ConfigDict, data: ml_collections.ConfigDict,
                   info: pipeline.DatasetInfo) -> pipeline.DatasetInfo | None:
   """The dataset a model was trained on, or None when it cannot be read here."""
-  from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top,redefined-outer-name
-  saved_dict, data_dict = configuration.config_to_dict(saved), configuration.config_to_dict(data)
-  if all(saved_dict.get(f) == data_dict.get(f) for f in DATA_FIELDS):
+  saved_dict, data_dict = run_config.config_to_dict(saved), run_config.config_to_dict(data)
+  if all(saved_dict[f] == data_dict[f] for f in DATA_FIELDS):
     return info
   if not names_data(saved):
     return None  # Trained on the official download: never download it just to compare.
@@ -227,12 +166,9 @@ def restore_model(name: str, workdir: str | os.PathLike, *,
     ConfigError: a bad runtime field, or the model was trained on other classes than the
       data's.
   """
-  # The data pipeline (TensorFlow) is imported here, to restore a model, not with the module:
-  # export, convert and init_from read workdirs without it.
-  from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top,redefined-outer-name
   saved = load_workdir_config(workdir, name)
   config = resolve_config(saved, runtime, data if data is not None else saved)
-  configuration.validate_config(config)  # E.g. an eval_batch_size the devices cannot split.
+  run_config.validate_config(config)  # E.g. an eval_batch_size the devices cannot split.
   mesh = mesh or sharding.create_mesh()
   dataset = pipeline.open_dataset(config) if dataset is None else dataset
   info = dataset.info
@@ -242,11 +178,11 @@ def restore_model(name: str, workdir: str | os.PathLike, *,
   model = models.create_model(config.model, num_classes=info.num_classes, dtype=config.dtype)
   abstract = abstract_variables(model, config.image_size, mesh)
   try:
-    variables, loop = checkpointing.restore_best_variables(workdir, abstract)
-  except ValueError as error:
-    raise configuration.ConfigError(
-        f'{name}: the {BEST_DIR}/ checkpoint of {workdir} does not fit its {CONFIG_FILE} on a '
-        f'dataset of {info.num_classes} classes ({str(error).split(". ")[0]}).') from error
-  best_epoch = int(loop.get('early_stopping', {}).get('best_epoch', loop.get('epoch', 0)))
+    variables, loop = checkpoints.restore_best_variables(workdir, abstract)
+  except checkpoints.MismatchError as error:
+    raise ConfigError(
+        f'{name}: the {files.BEST_DIR}/ checkpoint of {workdir} does not fit its '
+        f'{files.CONFIG_FILE} on a dataset of {info.num_classes} classes ({error}).') from error
+  best_epoch = checkpoints.best_epoch_of(loop)
   return RestoredModel(name=name, workdir=pathlib.Path(workdir), config=config,
                        dataset=dataset, model=model, variables=variables, best_epoch=best_epoch)

@@ -1,12 +1,12 @@
 """Starting a run from other weights: `config.init_from` and `config.init_head`.
 
 `init_from` names either a PyTorch state_dict file (the original project's layout or
-torchvision's, read and converted by `vgg_flax.convert`) or a workdir, whose `best/`
+torchvision's, read and converted by `vgg_flax.interop.torch_weights`) or a workdir, whose `best/`
 checkpoint is used. The run starts from those weights with a fresh optimizer state at step 0.
 The last dense layer (`fc3`, the head) is newly initialised when the number of classes
 differs, or always with `init_head=False`; every other layer must fit the config's model.
 
-A workdir that already holds checkpoints is resumed instead; `vgg_flax.train` decides that.
+A workdir that already holds checkpoints is resumed instead; `train.loop` decides that.
 """
 
 import os
@@ -18,11 +18,12 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from vgg_flax import checkpointing
-from vgg_flax import configuration
-from vgg_flax import convert
-from vgg_flax import models
-from vgg_flax import workdir as workdirs
+from vgg_flax.core import models
+from vgg_flax.errors import ConfigError
+from vgg_flax.interop import torch_weights
+from vgg_flax.workdir import checkpoints
+from vgg_flax.workdir import config as run_config
+from vgg_flax.workdir import files
 
 HEAD = 'fc3'
 
@@ -45,38 +46,39 @@ def load_variables(source: str, model: models.VGG) -> tuple[dict, int]:
     return _load_workdir(path, model)
   if path.is_file():
     return _load_state_dict(path, model)
-  raise configuration.ConfigError(
+  raise ConfigError(
       f'init_from={source!r} does not exist; give a PyTorch state_dict file or a workdir '
       f'with a best/ checkpoint.')
 
 
 def _load_state_dict(path: pathlib.Path, model: models.VGG) -> tuple[dict, int]:
-  """Converts a state_dict file with `vgg_flax.convert`, for a head of its own size."""
+  """Converts a state_dict file, for a head of its own size."""
   try:
-    state_dict = convert.load_state_dict(os.fspath(path))
-    num_classes = convert.num_classes_of(state_dict)
-    variables = convert.from_torch_state_dict(state_dict, model.clone(num_classes=num_classes))
+    state_dict = torch_weights.load_state_dict(os.fspath(path))
+    num_classes = torch_weights.num_classes_of(state_dict)
+    variables = torch_weights.from_torch_state_dict(state_dict,
+                                                    model.clone(num_classes=num_classes))
   except ModuleNotFoundError as error:
-    raise configuration.ConfigError(
+    raise ConfigError(
         f'init_from={os.fspath(path)!r} is a PyTorch file; reading it needs torch '
         f'(pip install -r requirements-dev.txt).') from error
   except ValueError as error:
-    raise configuration.ConfigError(f'init_from={os.fspath(path)!r}: {error}') from error
+    raise ConfigError(f'init_from={os.fspath(path)!r}: {error}') from error
   return variables, num_classes
 
 
 def _load_workdir(path: pathlib.Path, model: models.VGG) -> tuple[dict, int]:
   """The `best/` variables of a workdir, checked against the model but for the head."""
-  if not checkpointing.has_best_checkpoint(path):
-    raise configuration.ConfigError(
+  if not checkpoints.has_best_checkpoint(path):
+    raise ConfigError(
         f'init_from={os.fspath(path)!r} holds no best/ checkpoint; give a trained (or '
         f'converted) workdir or a PyTorch state_dict file.')
   # Restored as saved (no target shapes): the head may have any number of classes.
-  variables, _ = checkpointing.restore_best_variables(path, None)
+  variables, _ = checkpoints.restore_best_variables(path, None)
   variables = jax.tree.map(np.asarray, dict(variables))
   head = variables.get('params', {}).get(HEAD, {})
   if 'bias' not in head:
-    raise configuration.ConfigError(
+    raise ConfigError(
         f'init_from={os.fspath(path)!r}: its best/ checkpoint has no {HEAD} layer; it is not '
         f'a vgg_flax VGG.')
   num_classes = int(head['bias'].shape[0])
@@ -101,13 +103,13 @@ def _flat_shapes(tree) -> dict[str, tuple[int, ...]]:
 
 def _saved_network_differences(workdir: pathlib.Path, model: models.VGG) -> list[str]:
   """`model.<field>=<there> there, <here> here` for the shape fields of its config.json."""
-  if not (workdir / workdirs.CONFIG_FILE).is_file():
+  if not (workdir / files.CONFIG_FILE).is_file():
     return []
-  saved = workdirs.read_config(workdir).to_dict().get('model', {})
+  saved = run_config.read_config(workdir).model.to_dict()
   normal = lambda v: tuple(v) if isinstance(v, (list, tuple)) else v
   return [f'model.{field}={normal(saved[field])!r} there, {normal(getattr(model, field))!r} '
           f'here' for field in _SHAPE_FIELDS
-          if field in saved and normal(saved[field]) != normal(getattr(model, field))]
+          if normal(saved[field]) != normal(getattr(model, field))]
 
 
 def _check_fits(variables: dict, expected: Any, path: pathlib.Path,
@@ -125,7 +127,7 @@ def _check_fits(variables: dict, expected: Any, path: pathlib.Path,
       problems.append(f'the checkpoint has {", ".join(extra)}, the model does not')
     problems += [f'{name} has shape {have[name]}, the model wants {want[name]}'
                  for name in sorted(set(have) & set(want)) if have[name] != want[name]][:1]
-  raise configuration.ConfigError(
+  raise ConfigError(
       f'init_from={os.fspath(path)!r} holds another network ({"; ".join(problems)}); the '
       f'config must give the same model.depth, conv1x1, batch_norm, width, hidden_units and '
       f'pool_size.')
@@ -177,10 +179,10 @@ def start_from(config: ml_collections.ConfigDict, model: models.VGG, state: Any,
     ConfigError: `init_from` is missing or does not fit the model.
   """
   loaded, source_classes = load_variables(config.init_from, model)
-  keep_head = config.get('init_head', True) and source_classes == model.num_classes
+  keep_head = config.init_head and source_classes == model.num_classes
   if not keep_head:
     logging.info('head re-initialised: %d -> %d classes%s', source_classes,
-                 model.num_classes, '' if config.get('init_head', True)
+                 model.num_classes, '' if config.init_head
                  else ' (init_head=False)')
   fresh = {'params': state.params, 'batch_stats': state.batch_stats}
   if not state.batch_stats:

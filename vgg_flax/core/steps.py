@@ -1,22 +1,23 @@
 """The train state and the jitted steps: everything that runs on the accelerator.
 
-This module imports no TensorFlow (nor ml_collections, nor clu when it is absent), so
-benchmarks on GPU hosts that carry JAX alone can use the exact step that training uses.
+It also runs the eval step over a split's batches (`evaluate_batches`): training's
+validation and every mode after it call that one function, so they report the same numbers.
+No TensorFlow here: benchmarks on GPU hosts use the exact steps that training uses.
 """
 
 from __future__ import annotations  # Config annotations need no ml_collections at run time.
 
 import functools
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from vgg_flax import metrics as vgg_metrics
-from vgg_flax import preprocess as vgg_preprocess
-from vgg_flax import sharding
+from vgg_flax.core import metrics as vgg_metrics
+from vgg_flax.core import preprocess as vgg_preprocess
+from vgg_flax.core import sharding
 
 if TYPE_CHECKING:
   import ml_collections
@@ -45,7 +46,7 @@ def create_learning_rate_schedule(config: ml_collections.ConfigDict,
 
 def create_optimizer(config: ml_collections.ConfigDict,
                      schedule: optax.Schedule) -> optax.GradientTransformation:
-  """Adam (the seed), AdamW (decoupled weight decay) or SGD with (Nesterov) momentum.
+  """Adam (the original), AdamW (decoupled weight decay) or SGD with (Nesterov) momentum.
 
   For 'adam' and 'sgd' a non-zero `weight_decay` is an L2 term added to the gradient, as
   PyTorch's `weight_decay` argument does.
@@ -153,7 +154,7 @@ def train_step(state: TrainState, batch: dict, *, config: ml_collections.ConfigD
     return losses.mean() * weight, (losses, logits, updates)
 
   grad_fn = jax.grad(loss_fn, has_aux=True)
-  accum_steps = config.get('grad_accum_steps', 1)
+  accum_steps = config.grad_accum_steps
   if accum_steps == 1:
     grads, (losses, logits, updates) = grad_fn(state.params, images, batch['label'],
                                                dropout_rng, 1.0)
@@ -261,3 +262,33 @@ def jit_eval_step(apply_fn: Callable, config, mesh, *, tta: str = 'none') -> Cal
   batch_sharding = sharding.data_sharding(mesh)
   return jax.jit(step, in_shardings=(sharding.replicated(mesh), batch_sharding),
                  out_shardings=(batch_sharding, sharding.replicated(mesh)))
+
+
+def evaluate_batches(eval_step: Callable, variables: Any, batches: Iterable[dict], mesh, *,
+                     on_batch: Callable[[dict, jax.Array], None] | None = None) -> Any:
+  """Runs the jitted eval step over padded batches and merges their metrics on the devices.
+
+  Args:
+    eval_step: from `jit_eval_step`.
+    variables: the model's (replicated) params and BatchNorm statistics.
+    batches: this process's numpy batches (`image`, `label`, `mask`, ...).
+    mesh: the device mesh.
+    on_batch: called with each numpy batch and its (global, device) log-probabilities.
+
+  Returns:
+    The merged `EvalMetrics`, or None when there was no batch.
+  """
+  batch_sharding = sharding.data_sharding(mesh)
+  merged = None
+  for batch in batches:
+    log_probs, batch_metrics = eval_step(variables, sharding.to_global_batch(batch,
+                                                                             batch_sharding))
+    merged = batch_metrics if merged is None else merged.merge(batch_metrics)
+    if on_batch is not None:
+      on_batch(batch, log_probs)
+  return merged
+
+
+def computed(merged: Any) -> dict[str, float]:
+  """Merged metrics as python floats (one transfer to the host)."""
+  return {k: float(v) for k, v in merged.compute().items()}

@@ -16,9 +16,9 @@ from typing import Sequence
 from absl import flags
 import ml_collections
 
-from vgg_flax import configuration
+from vgg_flax.errors import ConfigError
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / 'configs'
 # The config each mode uses when --config is not given (a path relative to the repository).
 DEFAULT_CONFIGS = {
@@ -74,7 +74,7 @@ def config_file_of(argv: Sequence[str]) -> str:
   if '=' in arg:
     return arg.split('=', 1)[1]
   if index + 1 >= len(argv):
-    raise configuration.ConfigError('--config needs a config file, e.g. '
+    raise ConfigError('--config needs a config file, e.g. '
                                     '--config=configs/vgg16.py.')
   return argv[index + 1]
 
@@ -111,7 +111,7 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
   file_name, _, argument = path.partition(':')
   file_path = pathlib.Path(file_name)
   if not file_path.is_file():
-    raise configuration.ConfigError(
+    raise ConfigError(
         f'config file {file_name} does not exist; the configs are in {CONFIG_DIR} '
         '(e.g. --config=configs/vgg16.py).')
   spec = importlib.util.spec_from_file_location(f'_vgg_flax_config_{file_path.stem}', file_path)
@@ -172,7 +172,7 @@ def check_override_names(names: Sequence[str], config: ml_collections.ConfigDict
   fields = field_paths(config)
   for name in names:
     if name not in fields:
-      raise configuration.ConfigError(unknown_field_message(name, config, config_file))
+      raise ConfigError(unknown_field_message(name, config, config_file))
 
 
 def wanted_type(value: object) -> str:
@@ -222,4 +222,4 @@ def parse_flags(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS
   try:
     return flag_values(argv)
   except flags.Error as error:
-    raise configuration.ConfigError(bad_value_message(error, config)) from None
+    raise ConfigError(bad_value_message(error, config)) from None

@@ -30,18 +30,18 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 from clu import metric_writers
-from tensorboard.backend.event_processing import event_file_loader
-from tensorboard.compat.proto import event_pb2
+from tensorboard.plugins.hparams import api as hparams_api
+# The hparams plugin's own proto: the only way to mark columns `differs` (design.md).
 from tensorboard.plugins.hparams import plugin_data_pb2
-from tensorboard.plugins.hparams import summary_v2 as hparams_summary
-from tensorboard.summary.writer import record_writer
 
 from input_pipeline import pipeline
-from vgg_flax import configuration
-from vgg_flax import preprocess
-from vgg_flax import reporting
-from vgg_flax import sharding
-from vgg_flax import steps
+from vgg_flax import plots
+from vgg_flax.core import preprocess
+from vgg_flax.core import sharding
+from vgg_flax.core import steps
+from vgg_flax.workdir import atomic
+from vgg_flax.workdir import config as run_config
+from vgg_flax.workdir import files
 
 EPOCH_METRICS = ('loss', 'accuracy', 'top5_accuracy')
 # The HPARAMS table's metric columns: tag in the `val` run -> column title.
@@ -110,7 +110,7 @@ def create_writers(workdir: str | pathlib.Path) -> Writers:
 
 def hparams(config: ml_collections.ConfigDict) -> dict:
   """The config flattened to `a.b: scalar` pairs for TensorBoard's hparams."""
-  flat = configuration.flatten_dict(configuration.config_to_dict(config))
+  flat = run_config.flatten_dict(run_config.config_to_dict(config))
   return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}
 
 
@@ -138,10 +138,10 @@ def write_hparams(writer, config: ml_collections.ConfigDict,
   are marked.
   """
   values = hparams(config)
-  _write_summary_pb(writer, hparams_summary.hparams_pb(values, trial_id=trial_name(workdir)))
-  summary = hparams_summary.hparams_config_pb(
-      hparams=[hparams_summary.HParam(name) for name in sorted(values)],
-      metrics=[hparams_summary.Metric(tag, group='val', display_name=title)
+  _write_summary_pb(writer, hparams_api.hparams_pb(values, trial_id=trial_name(workdir)))
+  summary = hparams_api.hparams_config_pb(
+      hparams=[hparams_api.HParam(name) for name in sorted(values)],
+      metrics=[hparams_api.Metric(tag, group='val', display_name=title)
                for tag, title in BEST_METRICS.items()])
   value = summary.value[0]
   plugin_data = plugin_data_pb2.HParamsPluginData.FromString(
@@ -202,7 +202,7 @@ def first_train_batch(config: ml_collections.ConfigDict, dataset,
 
 def class_words(info, labels: np.ndarray) -> list[str]:
   """Each label's class name, its first synonym ('goldfish, Carassius auratus' -> 'goldfish')."""
-  return [reporting.short_words(info.class_names[int(label)]) for label in labels]
+  return [plots.short_words(info.class_names[int(label)]) for label in labels]
 
 
 def prediction_titles(info, predictions: np.ndarray,
@@ -216,8 +216,8 @@ def prediction_titles(info, predictions: np.ndarray,
 
 def sample_paths(workdir: str | pathlib.Path) -> dict[str, pathlib.Path]:
   """Where the data-sample figures go, by TensorBoard tag."""
-  plots = pathlib.Path(workdir) / 'plots'
-  return {'train_sample': plots / 'train_sample.png', 'val_sample': plots / 'val_sample.png'}
+  folder = pathlib.Path(workdir) / files.PLOTS_DIR
+  return {'train_sample': folder / 'train_sample.png', 'val_sample': folder / 'val_sample.png'}
 
 
 def write_data_samples(writers: Writers, workdir: str | pathlib.Path, config, dataset,
@@ -234,9 +234,9 @@ def write_data_samples(writers: Writers, workdir: str | pathlib.Path, config, da
   train_images, train_labels = first_train_batch(config, dataset, SAMPLE_IMAGES)
   grids = {'train_sample': (train_images, train_labels), 'val_sample': (val_images, val_labels)}
   for tag, (images, labels) in grids.items():
-    pixels = reporting.draw_image_grid(as_model_sees(images, config.image_size),
+    pixels = plots.draw_image_grid(as_model_sees(images, config.image_size),
                                        class_words(info, labels))
-    reporting.write_png(paths[tag], pixels)
+    plots.write_png(paths[tag], pixels)
     writer = writers.train if tag == 'train_sample' else writers.val
     writer.write_images(0, {tag: pixels[None]})
 
@@ -269,7 +269,7 @@ class BestPredictions:
     if jax.process_index():
       return
     titles, colors = prediction_titles(self._trainer.info, predictions, self._labels)
-    pixels = reporting.draw_image_grid(self._display, titles, colors)
+    pixels = plots.draw_image_grid(self._display, titles, colors)
     writer.write_images(epoch, {'best_predictions': pixels[None]})
 
 
@@ -312,8 +312,8 @@ def open_run(workdir: str | pathlib.Path, trainer, loop) -> RunSummaries:
 
   Args:
     workdir: the run's workdir.
-    trainer: the run's `train.Trainer` (config, dataset info, model, mesh).
-    loop: the run's `train.LoopState` (restored or fresh).
+    trainer: the run's `loop.Trainer` (config, dataset info, model, mesh).
+    loop: the run's `loop.LoopState` (restored or fresh).
 
   Returns:
     The run's summaries, to close at the end.
@@ -333,7 +333,7 @@ def open_run(workdir: str | pathlib.Path, trainer, loop) -> RunSummaries:
   return RunSummaries(writers, BestPredictions(trainer, val_images, val_labels))
 
 
-def _event_is_after(event: event_pb2.Event, step: int, epoch: int) -> bool:
+def _event_is_after(event: tf.compat.v1.Event, step: int, epoch: int) -> bool:
   """Whether an event lies past (step, epoch): x is the step or the epoch by its tag."""
   tags = [value.tag for value in event.summary.value]
   if not tags:
@@ -345,8 +345,8 @@ def _event_is_after(event: event_pb2.Event, step: int, epoch: int) -> bool:
 def _drop_file_events_after(path: pathlib.Path, step: int, epoch: int) -> None:
   """Rewrites one event file without its events past (step, epoch) and a torn last record."""
   kept, dropped = [], 0
-  for record in event_file_loader.RawEventFileLoader(str(path)).Load():
-    if _event_is_after(event_pb2.Event.FromString(record), step, epoch):
+  for record in _event_records(path):
+    if _event_is_after(tf.compat.v1.Event.FromString(record), step, epoch):
       dropped += 1
     else:
       kept.append(record)
@@ -354,15 +354,24 @@ def _drop_file_events_after(path: pathlib.Path, step: int, epoch: int) -> None:
     return
 
   def write(tmp: pathlib.Path) -> None:
-    with open(tmp, 'wb') as f:
-      writer = record_writer.RecordWriter(f)
+    with tf.io.TFRecordWriter(str(tmp)) as writer:
       for record in kept:
         writer.write(record)
-      writer.flush()
 
-  reporting.write_atomically(path, write)
+  atomic.write_atomically(path, write)
   logging.info('Dropped %d TensorBoard events after step %d / epoch %d from %s.', dropped,
                step, epoch, path)
+
+
+def _event_records(path: pathlib.Path) -> list[bytes]:
+  """The records of an event file (a TFRecord file), up to a torn last one."""
+  records = []
+  try:
+    for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
+      records.append(record)
+  except tf.errors.DataLossError:
+    pass  # A record cut short by a killed writer: the ones before it stand.
+  return records
 
 
 def drop_events_after(workdir: str | pathlib.Path, *, step: int, epoch: int) -> None:

@@ -1,6 +1,7 @@
 """The host loop: epochs, exact evaluation, early stopping, checkpoints and logs.
 
-The jitted math lives in `vgg_flax.steps`; this module decides what happens between steps.
+The jitted math lives in `vgg_flax.core.steps`; this module decides what happens between
+steps.
 """
 
 import contextlib
@@ -18,22 +19,20 @@ from absl import logging
 from clu import periodic_actions
 
 from input_pipeline import pipeline
-from vgg_flax import checkpointing
-from vgg_flax import configuration
-from vgg_flax import factory
-from vgg_flax import inference
-from vgg_flax import initialization
-from vgg_flax import interrupts
-from vgg_flax import models
-from vgg_flax import platform
-from vgg_flax import reporting
-from vgg_flax import sharding
-from vgg_flax import steps
-from vgg_flax import storage
-from vgg_flax import summaries
-from vgg_flax import workdir as workdirs
-from vgg_flax import workdir_lock
-from vgg_flax.early_stopping import EarlyStopping
+from vgg_flax import plots
+from vgg_flax.core import factory
+from vgg_flax.core import models
+from vgg_flax.core import sharding
+from vgg_flax.core import steps
+from vgg_flax.train import init_from
+from vgg_flax.train import interrupts
+from vgg_flax.train import tensorboard_log
+from vgg_flax.train.early_stopping import EarlyStopping
+from vgg_flax.workdir import checkpoints as workdir_checkpoints
+from vgg_flax.workdir import config as run_config
+from vgg_flax.workdir import disk
+from vgg_flax.workdir import files
+from vgg_flax.workdir import lock
 
 
 class NonFiniteLossError(RuntimeError):
@@ -72,7 +71,7 @@ class Trainer:
   Attributes:
     config: the run's config.
     dataset: the run's data, opened once (`pipeline.Dataset`): every batch comes from it.
-    compiled: the model, mesh, schedule, shardings and jitted steps (`vgg_flax.factory`).
+    compiled: the model, mesh, schedule, shardings and jitted steps (`core.factory`).
     steps_per_epoch: optimizer steps an epoch.
   """
   config: ml_collections.ConfigDict
@@ -114,13 +113,13 @@ def evaluate_split(trainer: Trainer, state: steps.TrainState, split: str) -> dic
 
   The eval step's log-probabilities stay on the devices; only the merged metrics are read.
   """
-  merged = inference.evaluate_batches(
+  merged = steps.evaluate_batches(
       trainer.compiled.eval_step, steps.model_variables(state),
       trainer.dataset.eval_batches(trainer.config, split), trainer.mesh,
       on_batch=lambda batch, log_probs: interrupts.check())
   if merged is None:
     raise pipeline.DataError(f'split {split!r} is empty: nothing to evaluate.')
-  return inference.computed(merged)
+  return steps.computed(merged)
 
 
 def _progress_bar(config, total: int, epoch: int):
@@ -196,8 +195,8 @@ def _write_epoch_reports(workdir: pathlib.Path, run_summaries, loop: LoopState, 
   """TensorBoard (every process takes part), `history.csv` and the plots (process 0)."""
   run_summaries.write_epoch(loop, state, improved)
   if jax.process_index() == 0:
-    reporting.write_history(workdir / workdirs.HISTORY_FILE, loop.history)
-    reporting.write_plots(workdir / workdirs.PLOTS_DIR, loop.history)
+    files.write_history(workdir / files.HISTORY_FILE, loop.history)
+    plots.write_training_curves(workdir / files.PLOTS_DIR, loop.history)
 
 
 def _restore_or_start(trainer: Trainer, initial: steps.TrainState,
@@ -205,49 +204,53 @@ def _restore_or_start(trainer: Trainer, initial: steps.TrainState,
   """The latest checkpoint's state and loop, else `initial` (or `init_from`'s weights)."""
   compiled = trainer.compiled
   restored = checkpoints.restore_latest(compiled.abstract_state(initial))
-  init_from = trainer.config.get('init_from', '')
+  source = trainer.config.init_from
   if restored is None:
     state = initial
-    if init_from:
-      state = initialization.start_from(trainer.config, compiled.model, state,
-                                        compiled.state_sharding)
+    if source:
+      state = init_from.start_from(trainer.config, compiled.model, state,
+                                   compiled.state_sharding)
     return state, LoopState.fresh(trainer.config)
   state, loop_json = restored
   loop = LoopState.from_json(trainer.config, loop_json)
   logging.info('Resuming after epoch %d (step %d).', loop.epoch, int(state.step))
-  if init_from:
-    logging.info("init_from=%s not used: the workdir's checkpoint wins (resuming).", init_from)
+  if source:
+    logging.info("init_from=%s not used: the workdir's checkpoint wins (resuming).", source)
   return state, loop
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps.TrainState:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       hooks: Iterable[Callable[[int], None]] = ()) -> steps.TrainState:
   """Trains with early stopping on the validation loss; resumes an existing workdir.
 
   Args:
     config: a config from `configs/` (see `configs/default.py` for the fields).
     workdir: where checkpoints, TensorBoard events, `history.csv` and plots go.
+    hooks: called with the step number after each train step, beside the loop's own
+      (progress, profiling, stop requests).
 
   Returns:
     The train state after the last epoch run.
   """
-  configuration.validate_config(config)
+  run_config.validate_config(config)
   workdir = pathlib.Path(workdir)
-  with storage.storage_errors(workdir), _one_run_per_workdir(workdir):
-    return _train_in_locked_workdir(config, workdir)
+  with disk.storage_errors(workdir), _one_run_per_workdir(workdir):
+    return _train_in_locked_workdir(config, workdir, tuple(hooks))
 
 
-def _train_in_locked_workdir(config: ml_collections.ConfigDict,
-                             workdir: pathlib.Path) -> steps.TrainState:
-  configuration.check_workdir_compatible(config, workdir)
+def _train_in_locked_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path,
+                             extra_hooks: tuple) -> steps.TrainState:
+  run_config.check_workdir_compatible(config, workdir)
   trainer, initial = create_trainer(config)
   if jax.process_index() == 0:
-    workdirs.write_config(workdir, config)
-  checkpoints = checkpointing.WorkdirCheckpoints(workdir, max_to_keep=config.max_checkpoints)
+    run_config.write_config(workdir, config)
+  checkpoints = workdir_checkpoints.WorkdirCheckpoints(workdir,
+                                                       max_to_keep=config.max_checkpoints)
   state, loop = _restore_or_start(trainer, initial, checkpoints)
   del initial  # Restored or donated to the first step: not to be used again.
   _forget_unsaved_epochs(workdir, loop, int(state.step))
-  run_summaries = summaries.open_run(workdir, trainer, loop)
-  hooks = _create_hooks(config, trainer, workdir, run_summaries.progress)
+  run_summaries = tensorboard_log.open_run(workdir, trainer, loop)
+  hooks = [*extra_hooks, *_create_hooks(config, trainer, workdir, run_summaries.progress)]
   logging.info('VGG-%d%s, %s parameters, %d classes, %d steps an epoch of %d images, on %d '
                'devices; workdir %s', config.model.depth, ' (1x1)' if config.model.conv1x1
                else '', f'{models.count_params(state.params):,}', trainer.info.num_classes,
@@ -266,8 +269,7 @@ def _train_in_locked_workdir(config: ml_collections.ConfigDict,
 
 def _create_hooks(config, trainer: Trainer, workdir: pathlib.Path, writer) -> list:
   total_steps = config.num_epochs * trainer.steps_per_epoch
-  hooks = [platform.LogTimeToFirstStep(),
-           periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
+  hooks = [periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
                                            every_secs=60.0),
            lambda step: interrupts.check()]
   if config.profile and jax.process_index() == 0:
@@ -311,7 +313,7 @@ def _one_run_per_workdir(workdir: pathlib.Path):
   if jax.process_index() > 0:
     yield
     return
-  with workdir_lock.WorkdirLock(workdir):
+  with lock.WorkdirLock(workdir):
     yield
 
 
@@ -340,6 +342,6 @@ def _forget_unsaved_epochs(workdir: pathlib.Path, loop: LoopState, step: int) ->
   """
   if jax.process_index() > 0:
     return
-  if (workdir / workdirs.HISTORY_FILE).exists():
-    reporting.write_history(workdir / workdirs.HISTORY_FILE, loop.history)
-  summaries.drop_events_after(workdir, step=step, epoch=loop.epoch)
+  if (workdir / files.HISTORY_FILE).exists():
+    files.write_history(workdir / files.HISTORY_FILE, loop.history)
+  tensorboard_log.drop_events_after(workdir, step=step, epoch=loop.epoch)

@@ -1,17 +1,34 @@
-"""Checks a config before anything is compiled, and compares it with a workdir's.
+"""A run's config: the checks it must pass, its `config.json`, and the migration of older ones.
 
 Every user mistake becomes one `ConfigError` line that names the field, the value and what
 would be right; `main.py` prints it and exits with status 2.
 
-JAX and the model modules are imported by the checks that need them, not with this module:
-`main.py` checks its flags (`vgg_flax.cli`, which raises `ConfigError`) before it spends
-seconds importing JAX and TensorFlow.
+`config.json` carries `format_version`. `migrate` is the one place that knows older files:
+it brings any of them to today's config, merged over `configs/default.py`, so no other
+module asks whether a field exists.
 """
 
 import json
+import os
 import pathlib
 
+import jax
 import ml_collections
+
+from configs import default
+from vgg_flax.core import conv
+from vgg_flax.core import models
+from vgg_flax.core import steps
+from vgg_flax.errors import ConfigError
+from vgg_flax.workdir import atomic
+from vgg_flax.workdir import files
+
+# The layout of `config.json` this code writes. 1: written before the key existed; it may
+# lack any field added since (`cpu_conv_grad`, `init_from`, `init_head`,
+# `model.bn_running_var`, `tta`, `predict_images`, `compilation_cache`,
+# `compilation_cache_dir`, `grad_accum_steps`, `cache_max_gib`). 2: every field.
+FORMAT_VERSION = 2
+FORMAT_KEY = 'format_version'
 
 OPTIMIZERS = ('adam', 'adamw', 'sgd')
 SCHEDULES = ('constant', 'cosine')
@@ -19,13 +36,9 @@ DTYPES = ('float32', 'bfloat16')
 POOL_TYPES = ('max', 'avg')
 # Fields that define the network; a workdir trained with other values cannot be resumed.
 MODEL_FIELDS = ('model', 'dataset')
-# Model fields that change no variable: a workdir resumes with the current value. Workdirs
-# from before `model.bn_running_var` existed (their config.json lacks it) used 'biased'.
+# Model fields that change no variable: a workdir resumes with the current value (workdirs
+# of format 1 trained with the 'biased' running variance before the field existed).
 RESUMABLE_MODEL_FIELDS = ('model.bn_running_var',)
-
-
-class ConfigError(ValueError):
-  """A config value that cannot work; the message names the field."""
 
 
 def _require(condition: bool, message: str) -> None:
@@ -45,7 +58,6 @@ def _check_choice(value, name: str, choices) -> None:
 
 
 def _check_model(model: ml_collections.ConfigDict) -> None:
-  from vgg_flax import models  # pylint: disable=g-import-not-at-top
   _check_choice(model.depth, 'model.depth', sorted(models.STAGE_PLANS))
   _require(not model.conv1x1 or model.depth == 16,
            f'model.conv1x1=True is defined for model.depth=16 only (configuration C), '
@@ -56,14 +68,13 @@ def _check_model(model: ml_collections.ConfigDict) -> None:
   _require(len(model.pool_size) == 2 and all(s >= 1 for s in model.pool_size),
            f'model.pool_size={tuple(model.pool_size)} must be two positive ints, e.g. (2, 2).')
   _check_choice(model.pool_type, 'model.pool_type', POOL_TYPES)
-  _check_choice(model.get('bn_running_var', 'unbiased'), 'model.bn_running_var',
+  _check_choice(model.bn_running_var, 'model.bn_running_var',
                 models.RUNNING_VARIANCES)
   _require(0.0 <= model.dropout_rate < 1.0,
            f'model.dropout_rate={model.dropout_rate} must be in [0, 1).')
 
 
 def _check_batches(config) -> None:
-  import jax  # pylint: disable=g-import-not-at-top
   devices, processes = jax.device_count(), jax.process_count()
   for name in ('batch_size', 'eval_batch_size'):
     value = config[name]
@@ -76,29 +87,24 @@ def _check_batches(config) -> None:
 
 
 def _check_scale(config) -> None:
-  """The compilation cache and gradient accumulation fields (issue 16).
-
-  Configs saved before these fields existed (old workdirs' config.json) get the defaults.
-  """
-  import jax  # pylint: disable=g-import-not-at-top
-  cache, folder = config.get('compilation_cache', True), config.get('compilation_cache_dir', '')
+  """The compilation cache and gradient accumulation fields."""
+  cache, folder = config.compilation_cache, config.compilation_cache_dir
   _require(isinstance(cache, bool), f'compilation_cache={cache!r} must be True or False.')
   _require(isinstance(folder, str),
            f"compilation_cache_dir={folder!r} must be a folder path or '' (beside the workdir).")
-  steps, batch, devices = config.get('grad_accum_steps', 1), config.batch_size, jax.device_count()
-  _require(isinstance(steps, int) and steps >= 1,
-           f'grad_accum_steps={steps!r} must be an int >= 1.')
-  _require(batch % (steps * devices) == 0,
-           f'batch_size={batch} must split into grad_accum_steps={steps} micro-batches of a '
-           f'multiple of the {devices} devices; use a multiple of {steps * devices}.')
+  accum, batch, devices = config.grad_accum_steps, config.batch_size, jax.device_count()
+  _require(isinstance(accum, int) and accum >= 1,
+           f'grad_accum_steps={accum!r} must be an int >= 1.')
+  _require(batch % (accum * devices) == 0,
+           f'batch_size={batch} must split into grad_accum_steps={accum} micro-batches of a '
+           f'multiple of the {devices} devices; use a multiple of {accum * devices}.')
 
 
 def _check_cache(config) -> None:
   cache = config.cache
   _require(cache is True or cache is False or cache == 'auto',
            f"cache={cache!r} is not one of True, False, 'auto'.")
-  # Workdirs saved before the field existed lack it; the pipeline's default applies.
-  budget = config.get('cache_max_gib', 4.0)
+  budget = config.cache_max_gib
   _require(isinstance(budget, (int, float)) and not isinstance(budget, bool) and budget > 0,
            f'cache_max_gib={budget!r} must be a positive number of GiB.')
 
@@ -109,8 +115,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   Args:
     config: a config built from `configs/default.py`.
   """
-  from vgg_flax import conv  # pylint: disable=g-import-not-at-top
-  from vgg_flax import models  # pylint: disable=g-import-not-at-top
   _check_model(config.model)
   _check_batches(config)
   _check_cache(config)
@@ -138,27 +142,24 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            f'steps_per_epoch={config.steps_per_epoch} must be -1 (whole split) or positive.')
   _require(isinstance(config.max_checkpoints, int) and config.max_checkpoints >= 1,
            f'max_checkpoints={config.max_checkpoints!r} must be a positive int (2 by default).')
-  _check_choice(config.get('cpu_conv_grad', 'xla'), 'cpu_conv_grad', conv.CONV_GRADS)
+  _check_choice(config.cpu_conv_grad, 'cpu_conv_grad', conv.CONV_GRADS)
   _check_prediction(config)
   _check_scale(config)
   _check_init_from(config)
 
 
 def _check_prediction(config) -> None:
-  from vgg_flax import steps  # pylint: disable=g-import-not-at-top
-  # .get: configs saved before these fields existed are still valid.
   # (`predict_images` is a str by the ConfigDict's type; what it names is checked when read.)
-  _check_choice(config.get('tta', 'none'), 'tta', steps.TTA_MODES)
+  _check_choice(config.tta, 'tta', steps.TTA_MODES)
 
 
 def _check_init_from(config) -> None:
   """`init_from` is a path and `init_head` a bool (whether the path exists is checked only
   when a run starts from it: a resumed run or an evaluation never reads it)."""
-  init_from = config.get('init_from', '')
-  _require(isinstance(init_from, str),
-           f'init_from={init_from!r} must be a path (a state_dict file or a workdir).')
-  _require(isinstance(config.get('init_head', True), bool),
-           f'init_head={config.get("init_head")!r} must be True or False.')
+  _require(isinstance(config.init_from, str),
+           f'init_from={config.init_from!r} must be a path (a state_dict file or a workdir).')
+  _require(isinstance(config.init_head, bool),
+           f'init_head={config.init_head!r} must be True or False.')
 
 
 def flatten_dict(tree: dict, prefix: str = '') -> dict:
@@ -179,8 +180,8 @@ def config_to_dict(config: ml_collections.ConfigDict) -> dict:
 
 def model_differences(saved: dict, current: dict) -> list[str]:
   """Human-readable `field: saved -> current` lines for the network-defining fields."""
-  saved_flat = flatten_dict({k: saved.get(k) for k in MODEL_FIELDS})
-  current_flat = flatten_dict({k: current.get(k) for k in MODEL_FIELDS})
+  saved_flat = flatten_dict({k: saved[k] for k in MODEL_FIELDS})
+  current_flat = flatten_dict({k: current[k] for k in MODEL_FIELDS})
   keys = sorted((set(saved_flat) | set(current_flat)) - set(RESUMABLE_MODEL_FIELDS))
   return [f'{key}: {saved_flat.get(key)!r} in the workdir, {current_flat.get(key)!r} now'
           for key in keys if saved_flat.get(key) != current_flat.get(key)]
@@ -195,22 +196,72 @@ def check_workdir_compatible(config: ml_collections.ConfigDict,
   counted in batches of the saved size: another size would silently change them. (Only
   `grad_accum_steps` may change: it splits the same batch into micro-batches.)
   """
-  path = pathlib.Path(workdir) / 'config.json'
-  if not path.exists():
+  if not (pathlib.Path(workdir) / files.CONFIG_FILE).exists():
     return
-  saved = json.loads(path.read_text())
-  differences = model_differences(saved, config_to_dict(config))
+  saved = read_config(workdir)
+  differences = model_differences(config_to_dict(saved), config_to_dict(config))
   _require(not differences,
            f'{workdir} holds a run with another model config ({"; ".join(differences)}); '
            f'use a new --workdir or the same model settings.')
-  saved_batch = saved.get('batch_size', config.batch_size)
-  _require(saved_batch == config.batch_size or not _has_checkpoint(workdir),
-           f'{workdir} resumes a run trained with batch_size={saved_batch}, not '
-           f'{config.batch_size}: use --config.batch_size={saved_batch} (grad_accum_steps '
+  _require(saved.batch_size == config.batch_size or not _has_checkpoint(workdir),
+           f'{workdir} resumes a run trained with batch_size={saved.batch_size}, not '
+           f'{config.batch_size}: use --config.batch_size={saved.batch_size} (grad_accum_steps '
            f'to fit it in less memory) or a new --workdir.')
 
 
 def _has_checkpoint(workdir: str | pathlib.Path) -> bool:
   """Whether the workdir holds a finished epoch to resume (`checkpoints/<epoch>/`)."""
-  folder = pathlib.Path(workdir) / 'checkpoints'
+  folder = pathlib.Path(workdir) / files.LATEST_DIR
   return folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir())
+
+
+# --- config.json --------------------------------------------------------------------------
+
+
+def _merged(base: dict, saved: dict) -> dict:
+  """`saved` over `base`, section by section (a field `saved` lacks keeps `base`'s value)."""
+  merged = dict(base)
+  for key, value in saved.items():
+    if isinstance(value, dict) and isinstance(base.get(key), dict):
+      merged[key] = _merged(base[key], value)
+    else:
+      merged[key] = value
+  return merged
+
+
+def migrate(saved: dict) -> ml_collections.ConfigDict:
+  """The content of any `config.json` as today's config.
+
+  Every format so far only added fields, each with a default that reproduces what the code
+  did before the field existed, so an older file is merged over `configs/default.py`.
+
+  Args:
+    saved: the parsed JSON, of any `format_version` up to `FORMAT_VERSION`.
+
+  Raises:
+    ConfigError: a file written by a newer version of this project.
+  """
+  saved = dict(saved)
+  version = saved.pop(FORMAT_KEY, 1)
+  if version > FORMAT_VERSION:
+    raise ConfigError(f'config.json has format_version {version}; this code reads up to '
+                      f'{FORMAT_VERSION}: update the project.')
+  return ml_collections.ConfigDict(_merged(default.get_config().to_dict(), saved))
+
+
+def write_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -> None:
+  """Writes `<workdir>/config.json` atomically (the caller decides which process writes)."""
+  atomic.write_json(pathlib.Path(workdir) / files.CONFIG_FILE,
+                    {FORMAT_KEY: FORMAT_VERSION, **config_to_dict(config)})
+
+
+def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+  """The config saved in a workdir's `config.json`, brought to today's format (`migrate`).
+
+  Raises:
+    ConfigError: the workdir holds no `config.json`.
+  """
+  path = pathlib.Path(workdir) / files.CONFIG_FILE
+  if not path.exists():
+    raise ConfigError(f'{path} does not exist: {workdir} is not a vgg_flax workdir.')
+  return migrate(json.loads(path.read_text()))

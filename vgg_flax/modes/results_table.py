@@ -10,24 +10,19 @@ stopping settings, so they are the training loop's decisions.
 """
 
 import datetime
-import math
 import pathlib
 
 import jax
-import matplotlib
 import ml_collections
-import orbax.checkpoint as ocp
 
-matplotlib.use('Agg')  # Files only.
-from matplotlib import ticker  # pylint: disable=g-import-not-at-top
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
-from vgg_flax import checkpointing  # pylint: disable=g-import-not-at-top
-from vgg_flax import configuration  # pylint: disable=g-import-not-at-top
-from vgg_flax import ensemble  # pylint: disable=g-import-not-at-top
-from vgg_flax import reporting  # pylint: disable=g-import-not-at-top
-from vgg_flax import workdir as workdirs  # pylint: disable=g-import-not-at-top
-from vgg_flax.early_stopping import EarlyStopping  # pylint: disable=g-import-not-at-top
+from vgg_flax import plots
+from vgg_flax.errors import ConfigError
+from vgg_flax.modes import ensemble
+from vgg_flax.train.early_stopping import EarlyStopping
+from vgg_flax.workdir import atomic
+from vgg_flax.workdir import checkpoints
+from vgg_flax.workdir import config as run_config
+from vgg_flax.workdir import files
 
 CSV_FILE = 'summary.csv'
 MARKDOWN_FILE = 'summary.md'
@@ -50,29 +45,6 @@ def replay_early_stopping(history: list[dict], patience: int,
   return stopper
 
 
-def count_parameters(workdir: str | pathlib.Path) -> int | None:
-  """Trainable parameters in a workdir's `best/` checkpoint, from its stored shapes.
-
-  Reads only the checkpoint's metadata (no arrays, no model), so the count is that of the
-  network actually trained, whatever its number of classes. None without a `best/`.
-  """
-  path = pathlib.Path(workdir) / checkpointing.BEST_DIR
-  if not path.is_dir():
-    return None
-  manager = ocp.CheckpointManager(
-      path.absolute(), options=ocp.CheckpointManagerOptions(create=False),
-      item_handlers={'variables': ocp.StandardCheckpointHandler(),
-                     'loop': ocp.JsonCheckpointHandler()})
-  try:
-    step = manager.latest_step()
-    if step is None:
-      return None
-    variables = manager.item_metadata(step)['variables']
-    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(variables['params']))
-  finally:
-    manager.close()
-
-
 def read_member(name: str, workdir: str) -> tuple[ml_collections.ConfigDict, list[dict]]:
   """A member's saved config and its `history.csv` rows.
 
@@ -80,13 +52,13 @@ def read_member(name: str, workdir: str) -> tuple[ml_collections.ConfigDict, lis
     FileNotFoundError: the workdir, its `history.csv` or its `config.json` is missing.
     ConfigError: `history.csv` has no epochs.
   """
-  ensemble.require_trained([(name, workdir)], workdirs.HISTORY_FILE)
-  ensemble.require_trained([(name, workdir)], workdirs.CONFIG_FILE)
-  history = reporting.read_history(pathlib.Path(workdir) / workdirs.HISTORY_FILE)
+  ensemble.require_trained([(name, workdir)], files.HISTORY_FILE)
+  ensemble.require_trained([(name, workdir)], files.CONFIG_FILE)
+  history = files.read_history(pathlib.Path(workdir) / files.HISTORY_FILE)
   if not history:
-    raise configuration.ConfigError(f'member {name!r}: {workdir}/history.csv has no epochs '
+    raise ConfigError(f'member {name!r}: {workdir}/history.csv has no epochs '
                                     'yet; train it for at least one epoch.')
-  return workdirs.read_config(workdir), history
+  return run_config.read_config(workdir), history
 
 
 def member_row(name: str, workdir: str, saved: ml_collections.ConfigDict,
@@ -102,18 +74,17 @@ def member_row(name: str, workdir: str, saved: ml_collections.ConfigDict,
   Returns:
     The fields of `COLUMNS`; `parameters` is None without a `best/` checkpoint.
   """
-  stopping = saved.get('early_stopping', ml_collections.ConfigDict())
-  stopper = replay_early_stopping(history, int(stopping.get('patience', 6)),
-                                  float(stopping.get('min_delta', 0.0)))
+  stopper = replay_early_stopping(history, int(saved.early_stopping.patience),
+                                  float(saved.early_stopping.min_delta))
   best = next(row for row in history if row['epoch'] == stopper.best_epoch)
   last_epoch = history[-1]['epoch']
   return {
       'name': name, 'depth': int(saved.model.depth), 'conv1x1': bool(saved.model.conv1x1),
-      'parameters': count_parameters(workdir), 'epochs': last_epoch,
+      'parameters': checkpoints.count_parameters(workdir), 'epochs': last_epoch,
       'best_epoch': best['epoch'], 'train_loss': best['train_loss'],
       'train_accuracy': best['train_accuracy'], 'val_loss': best['val_loss'],
       'val_accuracy': best['val_accuracy'], 'val_top5_accuracy': best['val_top5_accuracy'],
-      'stopped_early': stopper.should_stop and last_epoch < int(saved.get('num_epochs', 0)),
+      'stopped_early': stopper.should_stop and last_epoch < int(saved.num_epochs),
       'training_seconds': round(sum(row['seconds'] for row in history), 1),
       'workdir': str(workdir),
   }
@@ -137,27 +108,6 @@ def markdown_table(rows: list[dict]) -> str:
            '| ' + ' | '.join('---' for _ in MARKDOWN_HEADERS) + ' |']
   lines += ['| ' + ' | '.join(cells(row)) + ' |' for row in rows]
   return '\n'.join(lines) + '\n'
-
-
-def plot_val_accuracy(path: str | pathlib.Path, histories: dict[str, list[dict]],
-                      best_epochs: dict[str, int]) -> None:
-  """Every member's validation top-1 per epoch on one figure, its best epoch starred."""
-  fig, ax = plt.subplots(figsize=(7, 4.5))
-  for name, history in histories.items():
-    epochs = [row['epoch'] for row in history]
-    accuracy = [row['val_accuracy'] for row in history]
-    line, = ax.plot(epochs, accuracy, marker='o', markersize=3, label=name)
-    best = epochs.index(best_epochs[name])
-    ax.plot(epochs[best], accuracy[best], marker='*', markersize=12, color=line.get_color())
-  ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-  ax.set_xlabel('epoch')
-  ax.set_ylabel('validation top-1 accuracy')
-  ax.set_title('Validation accuracy of the members (star: best epoch, lowest val loss)')
-  ax.grid(alpha=0.3)
-  ax.legend(title='member')
-  fig.tight_layout()
-  reporting.write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=100, format='png'))
-  plt.close(fig)
 
 
 def summarize_members(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
@@ -187,13 +137,12 @@ def summarize_members(config: ml_collections.ConfigDict, workdir: str) -> list[d
   histories = {name: history for name, (_, history) in read.items()}
   if jax.process_index() == 0:
     out = pathlib.Path(workdir)
-    reporting.write_csv(out / CSV_FILE, COLUMNS,
-                        [[row[c] if row[c] is not None else '' for c in COLUMNS]
-                         for row in rows])
+    atomic.write_csv(out / CSV_FILE, COLUMNS,
+                     [[row[c] if row[c] is not None else '' for c in COLUMNS] for row in rows])
     table = markdown_table(rows)
-    reporting.write_atomically(out / MARKDOWN_FILE, lambda tmp: tmp.write_text(table))
-    plot_val_accuracy(out / FIGURE_FILE, histories,
-                      {row['name']: row['best_epoch'] for row in rows})
+    atomic.write_atomically(out / MARKDOWN_FILE, lambda tmp: tmp.write_text(table))
+    plots.draw_member_curves(out / FIGURE_FILE, histories,
+                             {row['name']: row['best_epoch'] for row in rows})
   print(markdown_table(rows), end='')
   print(f'{len(rows)} members -> {pathlib.Path(workdir) / CSV_FILE}, {MARKDOWN_FILE}, '
         f'{FIGURE_FILE}')

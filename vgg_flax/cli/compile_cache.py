@@ -1,4 +1,4 @@
-"""Process-level setup: the persistent compilation cache and the start time.
+"""Process-level setup: the persistent compilation cache and the time to the first step.
 
 `main.py` imports this module first thing, so its start time counts the imports; it imports
 no JAX at import time. `enable_compilation_cache()` runs once the config and workdir are known.
@@ -17,8 +17,8 @@ CACHE_DIR_NAME = '.jax_cache'
 _JAX_CACHE_VARIABLE = 'JAX_COMPILATION_CACHE_DIR'
 
 # No XLA CPU flag made whole train or eval steps faster, measured side by side
-# (`benchmarks/throughput.py`, VGG-11, 64 px, fp32, train / eval img/s against the default on
-# the 2-core AMD EPYC Zen 5 of the README figures): oneDNN custom call 1.00x / 0.96x, XNNPACK
+# (`python -m benchmarks.throughput`, VGG-11, 64 px, fp32, train / eval img/s against the default on
+# the 2-core AMD EPYC Zen 5 of docs/performance.md): oneDNN custom call 1.00x / 0.96x, XNNPACK
 # fusion 1.01x / 0.94x, YNNPACK fusion 0.90x / 1.17x (noise-level). So none is set; the
 # prototype's +10-25% for oneDNN was on an Intel Xeon with AMX: re-measure there first.
 
@@ -32,14 +32,13 @@ def compilation_cache_dir(config, workdir: str | pathlib.Path) -> pathlib.Path |
   """The persistent cache folder a config asks for, or None when it is turned off.
 
   Args:
-    config: a config with `compilation_cache` and `compilation_cache_dir` (configs older than
-      those fields get the defaults: on, beside the workdir).
+    config: a config with `compilation_cache` and `compilation_cache_dir`.
     workdir: the run's workdir; the default folder is `<workdir's parent>/.jax_cache`, so runs
       under one `runs/` share their compiled steps.
   """
-  if not config.get('compilation_cache', True):
+  if not config.compilation_cache:
     return None
-  folder = config.get('compilation_cache_dir', '')
+  folder = config.compilation_cache_dir
   if folder:
     return pathlib.Path(folder).expanduser().absolute()
   return pathlib.Path(workdir).absolute().parent / CACHE_DIR_NAME
@@ -60,7 +59,7 @@ def enable_compilation_cache(config, workdir: str | pathlib.Path) -> pathlib.Pat
   if folder is None:
     logging.info('Persistent compilation cache off (config.compilation_cache=False).')
     return None
-  if not config.get('compilation_cache_dir', '') and os.environ.get(_JAX_CACHE_VARIABLE):
+  if not config.compilation_cache_dir and os.environ.get(_JAX_CACHE_VARIABLE):
     # JAX's own variable, when set, replaces the default folder (the tests share one).
     folder = pathlib.Path(os.environ[_JAX_CACHE_VARIABLE]).expanduser().absolute()
   jax.config.update('jax_compilation_cache_dir', str(folder))

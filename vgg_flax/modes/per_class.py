@@ -8,25 +8,18 @@ weak classes absorb each other), and the most-confused pairs as labelled bars.
 
 import pathlib
 
-import matplotlib
-from matplotlib import colors
 import numpy as np
 
-matplotlib.use('Agg')  # Files only: evaluation hosts have no display.
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
-from vgg_flax import reporting  # pylint: disable=g-import-not-at-top
+from vgg_flax import plots
+from vgg_flax.workdir import atomic
+from vgg_flax.workdir import files
 
 PER_CLASS_FILE = 'per_class_accuracy.csv'
 CONFUSION_FILE = 'confusion.png'
 PER_CLASS_COLUMNS = ('class_index', 'wnid', 'class_words', 'images', 'top1_accuracy',
                      'confused_with_index', 'confused_with_wnid', 'confused_with_words',
                      'confused_count')
-# Classes up to this many get their names on the matrix's axes.
-MAX_LABELLED_CLASSES = 40
 TOP_PAIRS = 25
-FIGURE_INCHES = (16, 8)
-FIGURE_DPI = 100
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray,
@@ -81,40 +74,16 @@ def per_class_rows(confusion: np.ndarray, label_names, class_names) -> list[list
   return rows
 
 
-def _short(words: str) -> str:
-  return words.split(',')[0].strip()
-
-
 def draw_confusion(path: str | pathlib.Path, confusion: np.ndarray, class_names) -> None:
   """Writes the two-panel confusion figure (see the module docstring), atomically."""
   accuracy = np.nan_to_num(class_accuracy(confusion), nan=-1.0)
   order = np.argsort(-accuracy, kind='stable')
   images = np.maximum(confusion.sum(axis=1, keepdims=True), 1)
   normalised = (confusion / images)[order][:, order]
-  fig, (matrix_ax, pairs_ax) = plt.subplots(
-      1, 2, figsize=FIGURE_INCHES, dpi=FIGURE_DPI, gridspec_kw={'width_ratios': (1.1, 1)})
-  # A square-root scale: the few-percent mistakes stay visible beside a bright diagonal.
-  shown = matrix_ax.imshow(normalised, cmap='viridis', interpolation='nearest',
-                           norm=colors.PowerNorm(gamma=0.5, vmin=0, vmax=1))
-  fig.colorbar(shown, ax=matrix_ax, fraction=0.046, pad=0.04, label='fraction of the row')
-  n = len(order)
-  if n <= MAX_LABELLED_CLASSES:
-    names = [_short(class_names[i]) for i in order]
-    matrix_ax.set_xticks(range(n), names, rotation=90, fontsize=7)
-    matrix_ax.set_yticks(range(n), names, fontsize=7)
-  matrix_ax.set_xlabel('predicted class (same order as the rows)')
-  matrix_ax.set_ylabel('true class by top-1 rank (0 = best)')
-  matrix_ax.set_title(f'Confusion, {n} classes ordered by top-1 accuracy')
-  pairs = most_confused_pairs(confusion, TOP_PAIRS)[::-1]  # Largest bar at the top.
-  pairs_ax.barh(range(len(pairs)), [count for _, _, count in pairs], color='tab:red')
-  pairs_ax.set_yticks(range(len(pairs)),
-                      [f'{_short(class_names[t])} -> {_short(class_names[p])}'
-                       for t, p, _ in pairs], fontsize=8)
-  pairs_ax.set_xlabel('images of the true class given the predicted one')
-  pairs_ax.set_title(f'The {len(pairs)} most frequent mistakes (true -> predicted)')
-  fig.tight_layout()
-  reporting.write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=FIGURE_DPI, format='png'))
-  plt.close(fig)
+  words = [plots.short_words(name) for name in class_names]
+  pairs = [(f'{words[t]} -> {words[p]}', count)
+           for t, p, count in most_confused_pairs(confusion, TOP_PAIRS)]
+  plots.draw_confusion(path, normalised, [words[i] for i in order], pairs)
 
 
 def write_per_class_results(workdir: str | pathlib.Path, labels: np.ndarray,
@@ -126,7 +95,7 @@ def write_per_class_results(workdir: str | pathlib.Path, labels: np.ndarray,
   """
   workdir = pathlib.Path(workdir)
   confusion = confusion_matrix(labels, predictions, len(label_names))
-  reporting.write_csv(workdir / PER_CLASS_FILE, PER_CLASS_COLUMNS,
-                      per_class_rows(confusion, label_names, class_names))
-  draw_confusion(workdir / 'plots' / CONFUSION_FILE, confusion, class_names)
+  atomic.write_csv(workdir / PER_CLASS_FILE, PER_CLASS_COLUMNS,
+                   per_class_rows(confusion, label_names, class_names))
+  draw_confusion(workdir / files.PLOTS_DIR / CONFUSION_FILE, confusion, class_names)
   return confusion

@@ -1,16 +1,17 @@
-"""Running the one jitted evaluation step over a split, on every process.
+"""One model's predictions over a split or an array of images, on every process.
 
 `steps.eval_step` gives each batch's log-probabilities and clu metrics. Training merges the
-metrics of its validation split (`evaluate_batches`) and never fetches the log-probabilities;
-`predict_split` also gathers them, with the labels and file names, from every process, so
-evaluate, predict and the ensemble read the predictions and the very metrics training reports.
+metrics of its validation split (`steps.evaluate_batches`) and never fetches the
+log-probabilities; `predict_split` also gathers them, with the labels and file names, from
+every process, so evaluate, predict and the ensemble read the predictions and the very
+metrics training reports.
 
 Prediction is deterministic (no augmentation) and covers every image of a split exactly once:
 padded examples are masked out, and rows come back in file-name order.
 """
 
 import dataclasses
-from typing import Any, Callable, Iterable
+from typing import Callable
 
 import jax
 import numpy as np
@@ -18,9 +19,9 @@ from jax.experimental import multihost_utils
 
 from input_pipeline import pipeline
 from input_pipeline import tiny_imagenet
-from vgg_flax import sharding
-from vgg_flax import steps
-from vgg_flax import workdir as workdirs
+from vgg_flax.core import sharding
+from vgg_flax.core import steps
+from vgg_flax.workdir import restore
 
 # File names travel to the devices as fixed-width bytes, so every process gathers them in
 # the same order as the predictions (see `_gather`).
@@ -58,40 +59,10 @@ class SplitPredictions:
     return np.argmax(self.log_probs, axis=-1)
 
 
-def evaluate_batches(eval_step: Callable, variables: Any, batches: Iterable[dict], mesh, *,
-                     on_batch: Callable[[dict, jax.Array], None] | None = None) -> Any:
-  """Runs the jitted eval step over padded batches and merges their metrics on the devices.
-
-  Args:
-    eval_step: from `steps.jit_eval_step`.
-    variables: the model's (replicated) params and BatchNorm statistics.
-    batches: this process's numpy batches (`image`, `label`, `mask`, ...).
-    mesh: the device mesh.
-    on_batch: called with each numpy batch and its (global, device) log-probabilities.
-
-  Returns:
-    The merged `EvalMetrics`, or None when there was no batch.
-  """
-  batch_sharding = sharding.data_sharding(mesh)
-  merged = None
-  for batch in batches:
-    log_probs, batch_metrics = eval_step(variables, sharding.to_global_batch(batch,
-                                                                             batch_sharding))
-    merged = batch_metrics if merged is None else merged.merge(batch_metrics)
-    if on_batch is not None:
-      on_batch(batch, log_probs)
-  return merged
-
-
-def computed(merged: Any) -> dict[str, float]:
-  """Merged metrics as python floats (one transfer to the host)."""
-  return {k: float(v) for k, v in merged.compute().items()}
-
-
-def create_eval_step(restored: workdirs.RestoredModel, mesh) -> Callable:
+def create_eval_step(restored: restore.RestoredModel, mesh) -> Callable:
   """The jitted eval step of a restored model, with its config's `tta`."""
   return steps.jit_eval_step(restored.model.apply, restored.config, mesh,
-                             tta=restored.config.get('tta', 'none'))
+                             tta=restored.config.tta)
 
 
 def _encode_names(names: np.ndarray) -> np.ndarray:
@@ -120,12 +91,12 @@ def _gather(local: dict[str, np.ndarray], batch_sharding) -> dict[str, np.ndarra
   return {k: np.asarray(v) for k, v in gathered.items()}
 
 
-def predict_split(restored: workdirs.RestoredModel, split: str, *, mesh=None,
+def predict_split(restored: restore.RestoredModel, split: str, *, mesh=None,
                   keep_images: int = 0) -> SplitPredictions:
   """Log-probabilities and metrics of a model on every image of a split.
 
   Args:
-    restored: from `workdir.restore_model`.
+    restored: from `restore.restore_model`.
     split: a split of the model's dataset.
     mesh: the device mesh; default all devices.
     keep_images: how many of the first images to keep (for figures).
@@ -151,7 +122,7 @@ def predict_split(restored: workdirs.RestoredModel, split: str, *, mesh=None,
       images.append(batch['image'][batch['mask']])
       image_names.append(batch['file_name'][batch['mask']])
 
-  merged = evaluate_batches(create_eval_step(restored, mesh), restored.variables,
+  merged = steps.evaluate_batches(create_eval_step(restored, mesh), restored.variables,
                             restored.dataset.eval_batches(config, split), mesh, on_batch=collect)
   if not parts or not sum(len(p['label']) for p in parts):
     raise pipeline.DataError(f'split {split!r} is empty: nothing to predict.')
@@ -163,15 +134,15 @@ def predict_split(restored: workdirs.RestoredModel, split: str, *, mesh=None,
       split=split, file_names=names[order],
       labels=np.concatenate([p['label'] for p in parts])[order].astype(np.int32),
       log_probs=np.concatenate([p['log_probs'] for p in parts])[order], images=kept,
-      image_names=kept_names, metrics=computed(merged))
+      image_names=kept_names, metrics=steps.computed(merged))
 
 
-def predict_array(restored: workdirs.RestoredModel, images: np.ndarray, *,
+def predict_array(restored: restore.RestoredModel, images: np.ndarray, *,
                   mesh=None) -> np.ndarray:
   """Log-probabilities of a model for uint8 images that every process holds.
 
   Args:
-    restored: from `workdir.restore_model`.
+    restored: from `restore.restore_model`.
     images: (n, H, W, C) uint8, the same array on every process.
     mesh: the device mesh; default all devices.
 
@@ -202,6 +173,6 @@ def predict_array(restored: workdirs.RestoredModel, images: np.ndarray, *,
     real = rows['position'] < len(images)
     log_probs[rows['position'][real]] = result[real]
 
-  evaluate_batches(create_eval_step(restored, mesh), restored.variables, batches(), mesh,
-                   on_batch=collect)
+  steps.evaluate_batches(create_eval_step(restored, mesh), restored.variables, batches(), mesh,
+                         on_batch=collect)
   return log_probs

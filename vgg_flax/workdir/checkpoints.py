@@ -12,10 +12,9 @@ each checkpoint into a temporary folder and renames it when complete; temporarie
 killed run are ignored, and removed when the workdir is next trained.
 """
 
+import math
 import os
 import pathlib
-import sys
-import threading
 import time
 from typing import Any, Callable
 
@@ -23,19 +22,28 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from vgg_flax import storage
+from vgg_flax.workdir import disk
+from vgg_flax.workdir import files
 
-LATEST_DIR = 'checkpoints'
-BEST_DIR = 'best'
-DAMAGED_DIR = 'damaged'
+LATEST_DIR = files.LATEST_DIR
+BEST_DIR = files.BEST_DIR
+# The items of a checkpoint: the arrays (`state` in checkpoints/, `variables` in best/) and
+# the host loop's JSON.
+LATEST_ITEMS = ('state', 'loop')
+BEST_ITEMS = ('variables', 'loop')
 
 
 class CheckpointError(RuntimeError):
   """No checkpoint of a folder can be restored; the message says how to start over."""
 
 
+class MismatchError(ValueError):
+  """The checkpoints hold arrays of another structure or shape than the model asked for."""
+
+
 def _manager(path: pathlib.Path, max_to_keep: int, items: tuple[str, ...],
              read_only: bool = False) -> ocp.CheckpointManager:
+  """A manager of `items` (arrays, then the loop's JSON) in `path`."""
   # Readers open with create=False rather than read_only=True, which only adds warnings.
   # The barrier prefix keeps the processes' sync points of `checkpoints/` and `best/` apart:
   # both save the same epoch number, and equal barrier names would collide.
@@ -43,7 +51,44 @@ def _manager(path: pathlib.Path, max_to_keep: int, items: tuple[str, ...],
       max_to_keep=max_to_keep, create=not read_only, cleanup_tmp_directories=not read_only,
       multiprocessing_options=ocp.options.MultiprocessingOptions(
           barrier_sync_key_prefix=path.name))
-  return ocp.CheckpointManager(path.absolute(), options=options, item_names=items)
+  arrays, loop = items
+  # Handlers named up front, so a checkpoint's metadata can be read before any restore.
+  return ocp.CheckpointManager(
+      path.absolute(), options=options,
+      item_handlers={arrays: ocp.StandardCheckpointHandler(),
+                     loop: ocp.JsonCheckpointHandler()})
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  """'a/b/c' -> shape of every leaf (arrays, ShapeDtypeStructs or orbax's metadata)."""
+  return {jax.tree_util.keystr(path, simple=True, separator='/'): tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _check_fits(manager: ocp.CheckpointManager, epoch: int, item: str, target: Any) -> None:
+  """Raises `MismatchError` when `epoch`'s stored arrays do not fit `target`.
+
+  Compared from the checkpoint's metadata before anything is read: orbax reports such a
+  restore only through its message text.
+  """
+  stored = _shapes(manager.item_metadata(epoch)[item])
+  wanted = _shapes(target)
+  if stored == wanted:
+    return
+  if missing := sorted(set(wanted) - set(stored)):
+    raise MismatchError(f'the checkpoint lacks {missing[0]}'
+                        + (f' and {len(missing) - 1} more' if len(missing) > 1 else ''))
+  if extra := sorted(set(stored) - set(wanted)):
+    raise MismatchError(f'the checkpoint has {extra[0]}, which the model lacks'
+                        + (f' (and {len(extra) - 1} more)' if len(extra) > 1 else ''))
+  name = next(k for k in sorted(wanted) if wanted[k] != stored[k])
+  raise MismatchError(f'{name} has shape {stored[name]} in the checkpoint, the model wants '
+                      f'{wanted[name]}')
+
+
+def best_epoch_of(loop: dict) -> int:
+  """The epoch a `best/` checkpoint was saved after (0 for a converted one)."""
+  return int(loop['early_stopping']['best_epoch'] if 'early_stopping' in loop else loop['epoch'])
 
 
 def _tree_bytes(tree: Any) -> int:
@@ -54,7 +99,7 @@ def _move_aside(manager: ocp.CheckpointManager, epoch: int) -> pathlib.Path:
   """Moves a damaged `<dir>/<epoch>` to `<workdir>/damaged/` (kept for a look, not used)."""
   folder = pathlib.Path(manager.directory)
   stamp = time.strftime('%Y%m%d-%H%M%S')
-  target = folder.parent / DAMAGED_DIR / f'{folder.name}_{epoch}_{stamp}'
+  target = folder.parent / files.DAMAGED_DIR / f'{folder.name}_{epoch}_{stamp}'
   if jax.process_index() == 0:
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(folder / str(epoch), target)
@@ -62,58 +107,25 @@ def _move_aside(manager: ocp.CheckpointManager, epoch: int) -> pathlib.Path:
   return target
 
 
-def _is_closed_loop_error(error: BaseException | None) -> bool:
-  return isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'
-
-
-def _silence_abandoned_reads() -> None:
-  """Keeps the reads a failed restore abandons from printing tracebacks (from now on).
-
-  When orbax gives up on a damaged checkpoint, TensorStore still completes the reads it
-  started, during and after the failed restore, and calls back into the restore's event
-  loop, which is closed by then: each callback prints an 'Event loop is closed' traceback.
-  They say nothing the warning does not; any other error is printed as before.
-  """
-  if getattr(sys.excepthook, 'drops_closed_loop_errors', False):
-    return
-  hooks = (sys.excepthook, threading.excepthook, sys.unraisablehook)
-
-  def excepthook(kind, error, trace):
-    if not _is_closed_loop_error(error):
-      hooks[0](kind, error, trace)
-
-  def thread_excepthook(args):
-    if not _is_closed_loop_error(args.exc_value):
-      hooks[1](args)
-
-  def unraisablehook(unraisable):
-    if not _is_closed_loop_error(unraisable.exc_value):
-      hooks[2](unraisable)
-
-  excepthook.drops_closed_loop_errors = True
-  sys.excepthook, threading.excepthook, sys.unraisablehook = (
-      excepthook, thread_excepthook, unraisablehook)
-
-
-def _restore_newest(manager: ocp.CheckpointManager, restore: Callable[[int], Any],
-                    move_damaged: bool, start_over: str) -> Any:
+def _restore_newest(manager: ocp.CheckpointManager, restore: Callable[[int], Any], item: str,
+                    target: Any, move_damaged: bool, start_over: str) -> Any:
   """`restore(epoch)` of the newest epoch that restores, newest first.
 
   A checkpoint that fails to restore is reported (and moved aside when `move_damaged`), and
   the one before is tried. A failure of every one is a `CheckpointError`, unless all fail
-  alike because the checkpoints do not fit the model asked for: that error is re-raised.
+  alike because the checkpoints do not fit `target`, the model asked for (`MismatchError`).
   `start_over` ends the message, e.g. 'use a new --workdir'.
   """
   folder = pathlib.Path(manager.directory)
   failures = []
-  # Before the first restore: a damaged checkpoint's abandoned reads can print while orbax is
-  # still failing, before its error reaches the `except` below.
-  _silence_abandoned_reads()
   for epoch in sorted(manager.all_steps(), reverse=True):
     try:
+      if target is not None:
+        _check_fits(manager, epoch, item, target)
       restored = restore(epoch)
     except Exception as error:  # pylint: disable=broad-except
-      # Orbax raises many kinds (JSON, Unicode, TensorStore, KeyError) for damaged files.
+      # Orbax raises many kinds (JSON, Unicode, TensorStore, KeyError) for damaged files:
+      # whatever it raises, the checkpoint before may still restore.
       failures.append((epoch, error))
       logging.warning('%s/%d cannot be restored (%s: %s); trying the checkpoint before it.',
                       folder, epoch, type(error).__name__, str(error).split('\n')[0][:200])
@@ -125,7 +137,7 @@ def _restore_newest(manager: ocp.CheckpointManager, restore: Callable[[int], Any
     if failures:
       logging.warning('Using %s/%d instead.', folder, epoch)
     return epoch, restored
-  if failures and all(_is_mismatch(e) for _, e in failures):
+  if failures and all(isinstance(e, MismatchError) for _, e in failures):
     raise failures[0][1]
   newest, error = failures[0]
   raise CheckpointError(
@@ -133,31 +145,24 @@ def _restore_newest(manager: ocp.CheckpointManager, restore: Callable[[int], Any
       f'{type(error).__name__}: {str(error).splitlines()[0][:150]}); {start_over}.')
 
 
-def _is_mismatch(error: Exception) -> bool:
-  """Orbax's error for a checkpoint of another model shape, not a damaged one."""
-  text = str(error)
-  return isinstance(error, ValueError) and not isinstance(error, UnicodeError) and any(
-      s in text for s in ('shape', 'Shape', 'structure', 'Dict key mismatch'))
-
-
 class WorkdirCheckpoints:
   """The two checkpoint managers of a training workdir."""
 
   def __init__(self, workdir: str | pathlib.Path, *, max_to_keep: int = 2):
     workdir = pathlib.Path(workdir)
-    self.latest = _manager(workdir / LATEST_DIR, max_to_keep, ('state', 'loop'))
-    self.best = _manager(workdir / BEST_DIR, max_to_keep, ('variables', 'loop'))
+    self.latest = _manager(workdir / LATEST_DIR, max_to_keep, LATEST_ITEMS)
+    self.best = _manager(workdir / BEST_DIR, max_to_keep, BEST_ITEMS)
 
   def save_latest(self, epoch: int, state: Any, loop: dict) -> None:
     """Saves the whole train state and the loop state after `epoch`."""
-    storage.check_free_space(self.latest.directory, _tree_bytes(state),
+    disk.check_free_space(self.latest.directory, _tree_bytes(state),
                              f'the checkpoint of epoch {epoch}')
     self.latest.save(epoch, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), loop=ocp.args.JsonSave(loop)))
 
   def save_best(self, epoch: int, variables: dict, loop: dict) -> None:
     """Saves the model variables of the best epoch so far."""
-    storage.check_free_space(self.best.directory, _tree_bytes(variables),
+    disk.check_free_space(self.best.directory, _tree_bytes(variables),
                              f'the best checkpoint (epoch {epoch})')
     self.best.save(epoch, args=ocp.args.Composite(
         variables=ocp.args.StandardSave(variables), loop=ocp.args.JsonSave(loop)))
@@ -179,7 +184,8 @@ class WorkdirCheckpoints:
       return None
     epoch, restored = _restore_newest(self.latest, lambda step: self.latest.restore(
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                      loop=ocp.args.JsonRestore())), move_damaged=True,
+                                      loop=ocp.args.JsonRestore())), 'state', abstract_state,
+        move_damaged=True,
         start_over=f'to start over, train in a new --workdir (or delete '
                    f'{pathlib.Path(self.latest.directory).parent})')
     self.drop_epochs_after(epoch)
@@ -210,7 +216,7 @@ class WorkdirCheckpoints:
 def save_best_variables(workdir: str | pathlib.Path, variables: dict, loop: dict,
                         epoch: int = 0) -> None:
   """Writes `variables` as a workdir's `best/` checkpoint (used by model conversion)."""
-  manager = _manager(pathlib.Path(workdir) / BEST_DIR, 1, ('variables', 'loop'))
+  manager = _manager(pathlib.Path(workdir) / BEST_DIR, 1, BEST_ITEMS)
   manager.save(epoch, args=ocp.args.Composite(
       variables=ocp.args.StandardSave(variables), loop=ocp.args.JsonSave(loop)))
   manager.wait_until_finished()
@@ -222,7 +228,7 @@ def has_best_checkpoint(workdir: str | pathlib.Path) -> bool:
   path = pathlib.Path(workdir) / BEST_DIR
   if not path.is_dir():
     return False
-  manager = _manager(path, 1, ('variables', 'loop'), read_only=True)
+  manager = _manager(path, 1, BEST_ITEMS, read_only=True)
   found = manager.latest_step() is not None
   manager.close()
   return found
@@ -242,18 +248,41 @@ def restore_best_variables(workdir: str | pathlib.Path,
   Raises:
     FileNotFoundError: when the workdir holds no `best/` checkpoint.
     CheckpointError: `best/` checkpoints exist but none can be restored.
+    MismatchError: they hold another model than `abstract_variables`.
   """
   path = pathlib.Path(workdir) / BEST_DIR
   if not path.is_dir():
     raise FileNotFoundError(f'{path} does not exist: train this workdir first.')
-  manager = _manager(path, 1, ('variables', 'loop'), read_only=True)
+  manager = _manager(path, 1, BEST_ITEMS, read_only=True)
   try:
     if manager.latest_step() is None:
       raise FileNotFoundError(f'{path} holds no finished checkpoint: train this workdir first.')
     _, restored = _restore_newest(manager, lambda step: manager.restore(
         step, args=ocp.args.Composite(variables=ocp.args.StandardRestore(abstract_variables),
-                                      loop=ocp.args.JsonRestore())), move_damaged=False,
+                                      loop=ocp.args.JsonRestore())), 'variables',
+        abstract_variables, move_damaged=False,
         start_over=f'train {workdir} again, or in a new --workdir')
   finally:
     manager.close()
   return jax.tree.map(lambda x: x, restored.variables), restored.loop
+
+
+def count_parameters(workdir: str | pathlib.Path) -> int | None:
+  """Trainable parameters in a workdir's newest `best/` checkpoint, from its stored shapes.
+
+  Reads only the checkpoint's metadata (no arrays, no model), so the count is that of the
+  network actually trained, whatever its number of classes. None without a `best/`.
+  """
+  path = pathlib.Path(workdir) / BEST_DIR
+  if not path.is_dir():
+    return None
+  manager = _manager(path, 1, BEST_ITEMS, read_only=True)
+  try:
+    step = manager.latest_step()
+    if step is None:
+      return None
+    variables = manager.item_metadata(step)['variables']
+    return sum(math.prod(shape) for name, shape in _shapes(variables).items()
+               if name.startswith('params/'))
+  finally:
+    manager.close()

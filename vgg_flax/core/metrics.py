@@ -7,10 +7,7 @@ import flax
 import jax
 import jax.numpy as jnp
 
-try:
-  from clu import metrics
-except ImportError:  # A host with JAX alone (benchmarks/gpu.sh): clu's interface, minimal.
-  from vgg_flax import metrics_fallback as metrics
+from clu import metrics
 
 
 def top_k_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:

@@ -1,9 +1,9 @@
 """`--mode=evaluate` and `--mode=predict`: the `best/` checkpoint of one workdir.
 
-The model and the config it runs with come from `vgg_flax.workdir` (what the command line may
-change is described there); the split runs through `vgg_flax.inference`, the one evaluation
+The model and the config it runs with come from `workdir.restore` (what the command line may
+change is described there); the split runs through `modes.predictions`, the one evaluation
 step training uses. This module turns the results into `eval_results.json` and the prediction
-CSVs. The ensemble of several workdirs and the votes are in `vgg_flax.ensemble`.
+CSVs. The ensemble of several workdirs and the votes are in `modes.ensemble`.
 """
 
 import pathlib
@@ -13,11 +13,13 @@ import ml_collections
 import numpy as np
 
 from input_pipeline import pipeline
-from vgg_flax import inference
-from vgg_flax import own_images
-from vgg_flax import per_class
-from vgg_flax import reporting
-from vgg_flax import workdir as workdirs
+from vgg_flax import plots
+from vgg_flax.modes import own_images
+from vgg_flax.modes import per_class
+from vgg_flax.modes import predictions as model_predictions
+from vgg_flax.workdir import atomic
+from vgg_flax.workdir import files
+from vgg_flax.workdir import restore
 
 TOP_K = 5
 
@@ -25,10 +27,10 @@ TOP_K = 5
 # --- The modes of main.py -----------------------------------------------------------------
 
 
-def _restore(config: ml_collections.ConfigDict, workdir: str) -> workdirs.RestoredModel:
+def _restore(config: ml_collections.ConfigDict, workdir: str) -> restore.RestoredModel:
   """The workdir's `best/` model, on the command line's data when it names any."""
-  return workdirs.restore_model(str(workdir), workdir, runtime=config,
-                                data=config if workdirs.names_data(config) else None)
+  return restore.restore_model(str(workdir), workdir, runtime=config,
+                               data=config if restore.names_data(config) else None)
 
 
 def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -36,18 +38,18 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   Prints loss, top-1 and top-5 accuracy and writes them, with the `tta` used, to
   `<workdir>/eval_results.json`; writes `per_class_accuracy.csv` and `plots/confusion.png`
-  (see `vgg_flax.per_class`).
+  (see `modes.per_class`).
 
   Args:
-    config: the command line's config (see `vgg_flax.workdir` for what it changes).
+    config: the command line's config (see `workdir.restore` for what it changes).
     workdir: a training workdir.
 
   Returns:
     The results written to `eval_results.json`.
   """
   restored = _restore(config, workdir)
-  split, tta = restored.config.eval_split, restored.config.get('tta', 'none')
-  predictions = inference.predict_split(restored, split)
+  split, tta = restored.config.eval_split, restored.config.tta
+  predictions = model_predictions.predict_split(restored, split)
   if (predictions.labels < 0).any():
     raise pipeline.DataError(f'split {split!r} is unlabelled: it cannot be evaluated; choose '
                              'a labelled eval_split.')
@@ -63,7 +65,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
     info = restored.info
     per_class.write_per_class_results(workdir, predictions.labels, predictions.predictions,
                                       info.label_names, info.class_names)
-    reporting.write_json(pathlib.Path(workdir) / workdirs.EVAL_RESULTS_FILE, results)
+    atomic.write_json(pathlib.Path(workdir) / files.EVAL_RESULTS_FILE, results)
   return results
 
 
@@ -71,7 +73,7 @@ PREDICTION_COLUMNS = ('images', 'class_index', 'wnid', 'class_words', 'probabili
                       'top5_indices')
 
 
-def prediction_rows(predictions: inference.SplitPredictions,
+def prediction_rows(predictions: model_predictions.SplitPredictions,
                     info: pipeline.DatasetInfo) -> list[list]:
   """One `PREDICTION_COLUMNS` row per image."""
   return _rows(predictions.file_names, predictions.probabilities, info)
@@ -97,30 +99,30 @@ def predict_workdir(config: ml_collections.ConfigDict, workdir: str) -> pathlib.
   (space-separated, most probable first).
 
   Args:
-    config: the command line's config (see `vgg_flax.workdir` for what it changes).
+    config: the command line's config (see `workdir.restore` for what it changes).
     workdir: a training workdir.
 
   Returns:
     The path of the CSV.
   """
   restored = _restore(config, workdir)
-  if restored.config.get('predict_images'):
+  if restored.config.predict_images:
     return predict_own_images(restored, skip_corrupt=bool(config.skip_corrupt))
-  predictions = inference.predict_split(restored, restored.config.predict_split)
-  path = pathlib.Path(workdir) / workdirs.TEST_PREDICTIONS_FILE
+  predictions = model_predictions.predict_split(restored, restored.config.predict_split)
+  path = pathlib.Path(workdir) / files.TEST_PREDICTIONS_FILE
   if jax.process_index() == 0:
-    reporting.write_csv(path, PREDICTION_COLUMNS, prediction_rows(predictions, restored.info))
+    atomic.write_csv(path, PREDICTION_COLUMNS, prediction_rows(predictions, restored.info))
   print(f'{len(predictions.file_names)} predictions on {predictions.split} -> {path}')
   return path
 
 
 IMAGE_PREDICTION_COLUMNS = ('path', *PREDICTION_COLUMNS[1:])
-IMAGE_PREDICTIONS_FILE = workdirs.IMAGE_PREDICTIONS_FILE
+IMAGE_PREDICTIONS_FILE = files.IMAGE_PREDICTIONS_FILE
 # Up to this many images, each one's top-1 is printed.
 MAX_PRINTED_IMAGES = 20
 
 
-def stored_image_shape(restored: workdirs.RestoredModel) -> tuple[int, int, int]:
+def stored_image_shape(restored: restore.RestoredModel) -> tuple[int, int, int]:
   """The shape the dataset stores images in: own images are brought to it."""
   shape = tuple(restored.info.image_shape)
   if None in shape:  # Variable-size datasets: straight to the model's size.
@@ -129,7 +131,7 @@ def stored_image_shape(restored: workdirs.RestoredModel) -> tuple[int, int, int]
   return shape
 
 
-def predict_own_images(restored: workdirs.RestoredModel, *, skip_corrupt: bool = False,
+def predict_own_images(restored: restore.RestoredModel, *, skip_corrupt: bool = False,
                        mesh=None) -> pathlib.Path:
   """Predicts the images `restored.config.predict_images` names.
 
@@ -138,7 +140,7 @@ def predict_own_images(restored: workdirs.RestoredModel, *, skip_corrupt: bool =
   when there are at most `MAX_PRINTED_IMAGES`.
 
   Args:
-    restored: from `workdir.restore_model`.
+    restored: from `restore.restore_model`.
     skip_corrupt: skip unreadable files (counted in the message) instead of failing.
     mesh: the device mesh; default all devices.
 
@@ -151,17 +153,17 @@ def predict_own_images(restored: workdirs.RestoredModel, *, skip_corrupt: bool =
   paths = own_images.find_images(restored.config.predict_images)
   images, read, skipped = own_images.load_images(paths, stored_image_shape(restored),
                                                  skip_corrupt=skip_corrupt)
-  probabilities = np.exp(inference.predict_array(restored, images, mesh=mesh))
+  probabilities = np.exp(model_predictions.predict_array(restored, images, mesh=mesh))
   rows = _rows(read, probabilities, restored.info)
   path = restored.workdir / IMAGE_PREDICTIONS_FILE
   if jax.process_index() == 0:
-    reporting.write_csv(path, IMAGE_PREDICTION_COLUMNS, rows)
+    atomic.write_csv(path, IMAGE_PREDICTION_COLUMNS, rows)
   if len(rows) <= MAX_PRINTED_IMAGES:
     for row in rows:
-      print(f'{row[0]}: {reporting.short_words(row[3])} ({row[2]}, class {row[1]}, p={row[4]})')
+      print(f'{row[0]}: {plots.short_words(row[3])} ({row[2]}, class {row[1]}, p={row[4]})')
   skipped_note = (f'; skipped {len(skipped)} unreadable: {", ".join(skipped[:3])}'
                   f'{" ..." if len(skipped) > 3 else ""}' if skipped else '')
-  print(f'{len(rows)} predictions (tta {restored.config.get("tta", "none")}) -> {path}'
+  print(f'{len(rows)} predictions (tta {restored.config.tta}) -> {path}'
         f'{skipped_note}')
   return path
 

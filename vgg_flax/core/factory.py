@@ -1,9 +1,8 @@
 """Builds what a run computes with: model, schedule, optimizer, shardings and jitted steps.
 
 Training, the benchmarks and the tests build their steps here, the same way. Like
-`vgg_flax.steps`, this module imports JAX, Flax and optax only (no TensorFlow, no
-input_pipeline, no ml_collections at run time): benchmarks on GPU hosts that carry JAX alone
-build the exact steps training uses.
+`core.steps`, this module imports JAX, Flax, optax and clu only (no TensorFlow, no input
+pipeline): benchmarks on GPU hosts without TensorFlow build the exact steps training uses.
 
 The initial train state is returned beside the compiled pieces, not kept in them: the train
 step donates its state, so after the first step only the caller's newest state is alive.
@@ -18,9 +17,9 @@ from typing import TYPE_CHECKING, Any, Callable
 import jax
 import optax
 
-from vgg_flax import models
-from vgg_flax import sharding
-from vgg_flax import steps
+from vgg_flax.core import models
+from vgg_flax.core import sharding
+from vgg_flax.core import steps
 
 if TYPE_CHECKING:
   import ml_collections
@@ -63,7 +62,7 @@ def create(config: ml_collections.ConfigDict, *, num_classes: int, steps_per_epo
 
   Args:
     config: a config from `configs/` (`model`, `dtype`, `cpu_conv_grad`, the optimisation
-      fields, `image_size`, `seed`); a plain mapping works too (see benchmarks/bench_config.py).
+      fields, `image_size`, `seed`).
     num_classes: the outputs of the model.
     steps_per_epoch: optimizer steps an epoch (the schedule's unit).
     mesh: the device mesh; default all devices.
@@ -76,7 +75,7 @@ def create(config: ml_collections.ConfigDict, *, num_classes: int, steps_per_epo
   """
   mesh = mesh or sharding.create_mesh()
   model = models.create_model(config.model, num_classes=num_classes, dtype=config.dtype,
-                              cpu_conv_grad=config.get('cpu_conv_grad', 'xla'))
+                              cpu_conv_grad=config.cpu_conv_grad)
   learning_rate_fn = steps.create_learning_rate_schedule(config, steps_per_epoch)
   tx = steps.create_optimizer(config, learning_rate_fn)
   init = functools.partial(steps.create_train_state, model, tx, image_size=config.image_size)

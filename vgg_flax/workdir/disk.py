@@ -10,6 +10,7 @@ import contextlib
 import errno
 import os
 import pathlib
+import re
 import shutil
 from typing import Iterator
 
@@ -18,13 +19,47 @@ FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 # Errors that mean it when they name a path being written (a source can be unreadable too).
 FORBIDDEN = (errno.EACCES, errno.EPERM)
 STORAGE_ERRNOS = FULL_OR_READ_ONLY + FORBIDDEN
-STORAGE_MESSAGES = tuple(os.strerror(code) for code in FULL_OR_READ_ONLY)
 # Room left beside an estimate: metadata files and the file system's own blocks.
 SPARE_BYTES = 1 << 18
+# TensorStore (orbax's array storage) raises a ValueError whose absl status carries the OS
+# error as a payload, printed as `[os_error_code='28']`.
+_TENSORSTORE_ERRNO = re.compile(r"\[os_error_code='(\d+)'\]")
 
 
 class StorageError(RuntimeError):
   """The workdir's disk refused a write; the message names the path and how to go on."""
+
+
+def errno_of(error: BaseException) -> int | None:
+  """The OS error number `error` carries, whichever library raised it, or None.
+
+  Python gives `OSError.errno`. TensorStore and TensorFlow have no attribute for it: one
+  adapter each reads it where that library puts it (tests/test_write_atomically.py pins
+  both against the installed versions).
+  """
+  if isinstance(error, OSError):
+    return error.errno
+  if isinstance(error, ValueError):
+    match = _TENSORSTORE_ERRNO.search(str(error))
+    if match:
+      return int(match.group(1))
+  if _is_tensorflow_op_error(error):
+    # TensorFlow's `OpError` ends its message with the OS's own text for the error.
+    text = str(error)
+    return next((code for code in STORAGE_ERRNOS if os.strerror(code) in text), None)
+  return None
+
+
+def _is_tensorflow_op_error(error: BaseException) -> bool:
+  """Whether `error` is a `tf.errors.OpError` (without importing TensorFlow here)."""
+  return any(cls.__module__.startswith('tensorflow') and cls.__name__ == 'OpError'
+             for cls in type(error).__mro__)
+
+
+def _causes(error: BaseException | None) -> Iterator[BaseException]:
+  while error is not None:
+    yield error
+    error = error.__cause__ or error.__context__
 
 
 def is_storage_failure(error: BaseException, written: str | os.PathLike | None = None) -> bool:
@@ -35,15 +70,13 @@ def is_storage_failure(error: BaseException, written: str | os.PathLike | None =
     written: the file or folder being written; a permission error counts only for a path
       inside it (None: any path).
   """
-  while error is not None:
-    if isinstance(error, OSError) and error.errno in FULL_OR_READ_ONLY:
+  for cause in _causes(error):
+    code = errno_of(cause)
+    if code in FULL_OR_READ_ONLY:
       return True
-    if isinstance(error, OSError) and error.errno in FORBIDDEN and (
-        written is None or _inside(error.filename, written)):
+    if code in FORBIDDEN and (written is None or _inside(getattr(cause, 'filename', None),
+                                                         written)):
       return True
-    if any(message in str(error) for message in STORAGE_MESSAGES):
-      return True
-    error = error.__cause__ or error.__context__
   return False
 
 
@@ -56,11 +89,11 @@ def _inside(path: str | os.PathLike | None, folder: str | os.PathLike) -> bool:
 
 def describe(error: BaseException) -> str:
   """The cause in a few words, e.g. '[Errno 28] No space left on device'."""
-  while error is not None:
-    if isinstance(error, OSError) and error.errno in STORAGE_ERRNOS:
-      return f'[Errno {error.errno}] {error.strerror}'
-    error = error.__cause__ or error.__context__
-  return next((m for m in STORAGE_MESSAGES if m in str(error)), 'write failed')
+  for cause in _causes(error):
+    code = errno_of(cause)
+    if code in STORAGE_ERRNOS:
+      return f'[Errno {code}] {os.strerror(code)}'
+  return 'write failed'
 
 
 @contextlib.contextmanager
