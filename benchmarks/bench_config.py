@@ -1,64 +1,48 @@
-"""The project's default config for the benchmarks, with or without ml_collections.
+"""What every benchmark shares: the default config with its fields, and absl flag parsing.
 
-A fresh GPU host may carry only JAX, flax, optax, orbax, PyTorch and numpy. There
-`configs/default.py` is executed with a plain attribute dict standing in for
-`ml_collections.ConfigDict`, so the benchmarks time the training step with exactly the
-defaults that training uses.
+The benchmarks time the training step with exactly the defaults training uses. Each
+benchmark defines its flags on a `flags.FlagValues` of its own (several run in one process:
+the tests, `checkpoint_overlap` over `throughput`), and `parse_flags` reads argv into it.
 """
 
-import importlib.util
-import pathlib
 import sys
-import types
+from typing import Sequence
 
-DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parent.parent / 'configs' / 'default.py'
+from absl import flags
 
-
-class PlainConfig(dict):
-  """A dict with attribute access: all that the jitted steps read of a `ConfigDict`."""
-
-  def __getattr__(self, name):
-    try:
-      return self[name]
-    except KeyError as error:
-      raise AttributeError(name) from error
-
-  def __setattr__(self, name, value):
-    self[name] = value
+from configs import default
 
 
-def _load_default_with(config_class: type):
-  """`configs/default.py`'s `get_config()` with `ml_collections.ConfigDict = config_class`."""
-  stand_in = types.ModuleType('ml_collections')
-  stand_in.ConfigDict = config_class
-  # A field of any type (`cache`: True, False or 'auto') is its default value here.
-  stand_in.FieldReference = lambda default, field_type=None: default
-  saved = sys.modules.get('ml_collections')
-  sys.modules['ml_collections'] = stand_in
+def define_model_flags(values: flags.FlagValues, *, depth: int,
+                       image_size: bool = True) -> None:
+  """The model and batch flags most benchmarks share: depth, width, hidden units, batch."""
+  flags.DEFINE_integer('depth', depth, 'VGG depth: 11, 13, 16 or 19.', flag_values=values)
+  flags.DEFINE_integer('width', 64, 'First-stage channels.', flag_values=values)
+  flags.DEFINE_integer('hidden_units', 4096, 'Width of the two hidden dense layers.',
+                       flag_values=values)
+  if image_size:
+    flags.DEFINE_integer('image_size', 64, 'Side the model sees.', flag_values=values)
+  flags.DEFINE_integer('batch_size', 64, 'Global train batch.', flag_values=values)
+
+
+def parse_flags(values: flags.FlagValues, argv: Sequence[str] | None = None,
+                program: str = 'benchmark') -> flags.FlagValues:
+  """Parses `argv` (default `sys.argv[1:]`) into `values`; a mistake is one line, exit 2."""
+  argv = sys.argv[1:] if argv is None else list(argv)
   try:
-    spec = importlib.util.spec_from_file_location('_plain_default_config', DEFAULT_CONFIG)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-  finally:
-    if saved is None:
-      del sys.modules['ml_collections']
-    else:
-      sys.modules['ml_collections'] = saved
-
-
-def default_config():
-  """`configs.default.get_config()`; a `PlainConfig` copy of it without ml_collections."""
-  try:
-    from configs import default  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return _load_default_with(PlainConfig)
-  return default.get_config()
+    rest = values([program, *argv])
+  except flags.Error as error:
+    print(f'error: {error}', file=sys.stderr)
+    sys.exit(2)
+  if len(rest) > 1:
+    print(f'error: unexpected arguments: {" ".join(rest[1:])}', file=sys.stderr)
+    sys.exit(2)
+  return values
 
 
 def get_config(*, depth: int, width: int = 64, hidden_units: int = 4096, **fields):
   """The default config with a benchmark's model and top-level fields (batch sizes, ...)."""
-  config = default_config()
+  config = default.get_config()
   config.model.depth = depth
   config.model.width = width
   config.model.hidden_units = hidden_units

@@ -2,7 +2,7 @@ r"""Does saving stall training? An epoch's steps with and without the checkpoint
 
 At the end of an epoch the host loop saves `best/` (model variables) and `checkpoints/` (the
 whole train state with Adam's moments) through orbax's asynchronous `CheckpointManager`s
-(`vgg_flax.checkpointing.WorkdirCheckpoints`): `save` returns once the arrays are copied off
+(`vgg_flax.workdir.checkpoints.WorkdirCheckpoints`): `save` returns once the arrays are copied off
 the device, the files are written by a background thread while the next epoch trains, and
 the next save (and the end of training) waits for the previous one. This measures, in one
 process and alternating repetitions:
@@ -14,39 +14,34 @@ process and alternating repetitions:
 and reports the stall (how much longer the steps took, plus any write still running after
 them) against the blocking save: the share of the save hidden behind training.
 
-  python benchmarks/checkpoint_overlap.py --depth=16 --steps=3 --repeats=2
+  python -m benchmarks.checkpoint_overlap --depth=16 --steps=3 --repeats=2
 """
 
-import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags
+import jax  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
 
-from benchmarks import throughput  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax import checkpointing  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import bench_config
+from benchmarks import throughput  # pylint: disable=g-import-not-at-top
+from vgg_flax.workdir import checkpoints as checkpointing  # pylint: disable=g-import-not-at-top
+from vgg_flax.core import models  # pylint: disable=g-import-not-at-top
+from vgg_flax.core import steps  # pylint: disable=g-import-not-at-top
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--depth', type=int, default=16)
-  parser.add_argument('--width', type=int, default=64)
-  parser.add_argument('--hidden_units', type=int, default=4096)
-  parser.add_argument('--image_size', type=int, default=64)
-  parser.add_argument('--batch_size', type=int, default=64)
-  parser.add_argument('--steps', type=int, default=3, help='Train steps of the "epoch".')
-  parser.add_argument('--repeats', type=int, default=2, help='Alternating repetitions.')
-  parser.add_argument('--workdir', default='', help="Where to save; '' = a temporary folder.")
-  parser.add_argument('--json', default='', help='Write the results here.')
-  return parser.parse_args(argv)
+def parse_args(argv=None) -> flags.FlagValues:
+  values = flags.FlagValues()
+  bench_config.define_model_flags(values, depth=16)
+  flags.DEFINE_integer('steps', 3, 'Train steps of the "epoch".', flag_values=values)
+  flags.DEFINE_integer('repeats', 2, 'Alternating repetitions.', flag_values=values)
+  flags.DEFINE_string('workdir', '', "Where to save; '' = a temporary folder.", flag_values=values)
+  flags.DEFINE_string('json', '', 'Write the results here.', flag_values=values)
+  return bench_config.parse_flags(values, argv)
 
 
 def folder_mib(path: str) -> float:
@@ -57,7 +52,7 @@ def folder_mib(path: str) -> float:
 class SaveBench:
   """The project's compiled train step on a fixed batch, and the workdir's checkpoints."""
 
-  def __init__(self, args: argparse.Namespace, workdir: str):
+  def __init__(self, args: flags.FlagValues, workdir: str):
     bench_args = throughput.parse_args([
         f'--depth={args.depth}', f'--width={args.width}', f'--hidden_units={args.hidden_units}',
         f'--image_size={args.image_size}', f'--batch_size={args.batch_size}',
@@ -86,7 +81,7 @@ class SaveBench:
     return time.perf_counter() - start
 
 
-def measure(bench: SaveBench, args: argparse.Namespace) -> dict[str, float]:
+def measure(bench: SaveBench, args: flags.FlagValues) -> dict[str, float]:
   """Median seconds of each variant over alternating repetitions."""
   bench.train(1)  # Warm-up: compiled already, but the first run allocates.
   bench.save()
@@ -115,7 +110,7 @@ def main(argv=None) -> dict:
   # A save that outlives these few steps would hold up the next save: counted as a stall.
   stall = longer + seconds['left_after_train']
   hidden = 1.0 - stall / seconds['blocking_save']
-  report = {'device': jax.devices()[0].device_kind, 'args': vars(args),
+  report = {'device': jax.devices()[0].device_kind, 'args': args.flag_values_dict(),
             'parameters': bench.parameters, 'checkpoint_mib': size_mib, 'seconds': seconds,
             'epoch_longer_s': longer, 'stall_s': stall, 'hidden_fraction': hidden}
   print(f'VGG-{args.depth} width {args.width}, {bench.parameters / 1e6:.1f}M parameters, '

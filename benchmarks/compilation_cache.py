@@ -1,17 +1,16 @@
 r"""Compile time of a first start against a restart with JAX's persistent compilation cache.
 
 Starts two fresh processes one after the other, sharing an empty cache folder. Each enables
-the cache as `main.py` does (`vgg_flax.platform.enable_compilation_cache`), then lowers
+the cache as `main.py` does (`vgg_flax.cli.compile_cache.enable_compilation_cache`), then lowers
 (traces) and compiles the jitted init of the train state and the project's train and eval
 steps for a config; the first fills the cache, the second loads from it. Lowering is timed
 apart: it runs in both (the cache key is computed from its result).
 
-  python benchmarks/compilation_cache.py --depth=16 --batch_size=64 --image_size=64
+  python -m benchmarks.compilation_cache --depth=16 --batch_size=64 --image_size=64
 
 Needs only JAX, flax, optax and numpy (plus ml_collections where installed).
 """
 
-import argparse
 import json
 import os
 import subprocess
@@ -19,35 +18,35 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-from vgg_flax import platform  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--depth', type=int, default=16)
-  parser.add_argument('--width', type=int, default=64)
-  parser.add_argument('--hidden_units', type=int, default=4096)
-  parser.add_argument('--image_size', type=int, default=64)
-  parser.add_argument('--batch_size', type=int, default=64)
-  parser.add_argument('--eval_batch_size', type=int, default=256)
-  parser.add_argument('--json', default='', help='Write the results here.')
-  parser.add_argument('--child', default='', help=argparse.SUPPRESS)  # The cache folder.
-  return parser.parse_args(argv)
+from benchmarks import bench_config
+from vgg_flax.cli import compile_cache
 
 
-def compile_once(args: argparse.Namespace) -> dict[str, float]:
+def parse_args(argv=None) -> flags.FlagValues:
+  values = flags.FlagValues()
+  bench_config.define_model_flags(values, depth=16)
+  flags.DEFINE_integer('eval_batch_size', 256, '', flag_values=values)
+  flags.DEFINE_string('json', '', 'Write the results here.', flag_values=values)
+  flags.DEFINE_string(
+      'child', '', '(set by the parent process)', flag_values=values)
+  return bench_config.parse_flags(values, argv)
+
+
+def compile_once(args: flags.FlagValues) -> dict[str, float]:
   """In a fresh process: seconds to lower and to compile the init, train and eval programs."""
+  # Imported here, in the child: the parent only starts and times the children.
   import jax  # pylint: disable=g-import-not-at-top
-  from benchmarks import bench_config  # pylint: disable=g-import-not-at-top
-  from vgg_flax import factory, sharding, steps  # pylint: disable=g-import-not-at-top
+  from vgg_flax.core import factory  # pylint: disable=g-import-not-at-top
+  from vgg_flax.core import sharding  # pylint: disable=g-import-not-at-top
+  from vgg_flax.core import steps  # pylint: disable=g-import-not-at-top
   config = bench_config.get_config(depth=args.depth, width=args.width,
                                    hidden_units=args.hidden_units, image_size=args.image_size,
                                    batch_size=args.batch_size,
                                    eval_batch_size=args.eval_batch_size)
   config.compilation_cache_dir = args.child
-  platform.enable_compilation_cache(config, args.child)
+  compile_cache.enable_compilation_cache(config, args.child)
   compiled, state = factory.create(config, num_classes=200, steps_per_epoch=100,
                                    abstract=True)
   size, data = config.image_size, sharding.data_sharding(compiled.mesh)
@@ -74,14 +73,16 @@ def compile_once(args: argparse.Namespace) -> dict[str, float]:
     times[f'{name}_compile_s'] = time.perf_counter() - start
   times['compile_s'] = sum(v for k, v in times.items() if k.endswith('_compile_s'))
   times['lower_s'] = sum(v for k, v in times.items() if k.endswith('_lower_s'))
-  times['process_s'] = platform.seconds_since_start()
+  times['process_s'] = compile_cache.seconds_since_start()
   return times
 
 
 def start_process(argv: list[str], cache: str) -> dict[str, float]:
   """Runs `compile_once` in a new Python process; returns its times."""
-  result = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, f'--child={cache}'],
-                          capture_output=True, text=True, check=True)
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.compilation_cache', *argv, f'--child={cache}'],
+      capture_output=True, text=True, check=True, cwd=repo)
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -103,7 +104,8 @@ def main(argv=None) -> dict:
   for key in first:
     print(f'| {key[:-2]} | {first[key]:.2f} | {second[key]:.2f} | '
           f'{first[key] / second[key]:.1f}x |')
-  report = {'args': vars(args), 'first': first, 'restart': second, 'cache_mib': cache_mib}
+  report = {'args': args.flag_values_dict(), 'first': first, 'restart': second,
+            'cache_mib': cache_mib}
   if args.json:
     with open(args.json, 'w', encoding='utf-8') as f:
       json.dump(report, f, indent=2)

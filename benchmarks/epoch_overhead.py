@@ -1,6 +1,6 @@
 r"""How much the training loop adds to its steps: step time in the loop / the jitted step alone.
 
-Runs `vgg_flax.train.train_epoch` on the generated Tiny ImageNet sample (after a warm-up
+Runs `vgg_flax.train.loop.train_epoch` on the generated Tiny ImageNet sample (after a warm-up
 that compiles the step and fills the decoded-image cache), then runs the same
 batches through the jitted step alone, already on the device and dispatched back to back
 (blocked once at the end, as the loop blocks only to log). The two alternate, `--repeats`
@@ -11,27 +11,25 @@ unchanged): the host's own work per step, whose share of the step bounds the ove
 above and, being short, stays precise on a busy machine where two long timings differ by
 more than the overhead. `--steps` times that many steps of an epoch instead of all of them.
 
-  python benchmarks/epoch_overhead.py --depth=11 --repeats=3 --json=/tmp/overhead.json
+  python -m benchmarks.epoch_overhead --depth=11 --repeats=3 --json=/tmp/overhead.json
 
 This one needs TensorFlow (the input pipeline is tf.data); `throughput.py` does not.
 """
 
-import argparse
 import dataclasses
 import json
-import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags
+import jax  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
 
-from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import bench_config
+from configs import default  # pylint: disable=g-import-not-at-top
+from vgg_flax.core import sharding  # pylint: disable=g-import-not-at-top
+from vgg_flax.train import loop as train  # pylint: disable=g-import-not-at-top
 
 
 class NullWriter:
@@ -41,24 +39,21 @@ class NullWriter:
     del step, scalars
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--depth', type=int, default=11)
-  parser.add_argument('--width', type=int, default=64)
-  parser.add_argument('--hidden_units', type=int, default=4096)
-  parser.add_argument('--batch_size', type=int, default=64)
-  parser.add_argument('--dtype', default='float32')
-  parser.add_argument('--train_per_class', type=int, default=100)
-  parser.add_argument('--log_every_steps', type=int, default=50)
-  parser.add_argument('--repeats', type=int, default=3)
-  parser.add_argument('--steps', type=int, default=0,
-                      help='Steps timed per repeat (the first of the epoch); 0: all.')
-  parser.add_argument('--data_dir', default='', help="Where the sample goes; '' = a temp dir.")
-  parser.add_argument('--json', default='')
-  return parser.parse_args(argv)
+def parse_args(argv=None) -> flags.FlagValues:
+  values = flags.FlagValues()
+  bench_config.define_model_flags(values, depth=11, image_size=False)
+  flags.DEFINE_string('dtype', 'float32', '', flag_values=values)
+  flags.DEFINE_integer('train_per_class', 100, '', flag_values=values)
+  flags.DEFINE_integer('log_every_steps', 50, '', flag_values=values)
+  flags.DEFINE_integer('repeats', 3, '', flag_values=values)
+  flags.DEFINE_integer(
+      'steps', 0, 'Steps timed per repeat (the first of the epoch); 0: all.', flag_values=values)
+  flags.DEFINE_string('data_dir', '', "Where the sample goes; '' = a temp dir.", flag_values=values)
+  flags.DEFINE_string('json', '', '', flag_values=values)
+  return bench_config.parse_flags(values, argv)
 
 
-def make_config(args: argparse.Namespace, data_dir: str):
+def make_config(args: flags.FlagValues, data_dir: str):
   config = default.get_config()
   config.sample.enabled = True
   config.sample.train_per_class = args.train_per_class
@@ -167,7 +162,7 @@ def main(argv=None) -> dict:
     state, warmup_s = warm_up(trainer, state)
     _, overhead = loop_overhead(trainer, state, epoch=1, repeats=args.repeats,
                                 steps=args.steps)
-  report = {'args': vars(args), 'warmup_s': warmup_s, **overhead}
+  report = {'args': args.flag_values_dict(), 'warmup_s': warmup_s, **overhead}
   print(f"VGG-{args.depth} width {args.width}, batch {args.batch_size}, {overhead['steps']} "
         f"steps: {overhead['loop_step_ms']:.2f} ms a step in the loop, "
         f"{overhead['alone_step_ms']:.2f} ms alone, overhead {100 * overhead['overhead']:.1f}%; "

@@ -21,7 +21,7 @@ peak RSS (`ru_maxrss`) is that of one job. Targets: prepare >= 5,000 img/s; cach
 >= 20,000 img/s; streamed input >= 5,000 img/s with RSS at 20k and 100k within 200 MiB;
 peak RSS <= 3 GiB with cache=True; loop overhead <= 10% of the step time.
 
-  python benchmarks/full_size.py --data_dir /tmp/vgg_flax_full --reuse_data \
+  python -m benchmarks.full_size --data_dir /tmp/vgg_flax_full --reuse_data \
       --json benchmarks/results/full_size.json
 
 `--reuse_prepared` keeps the prepared TFRecords (and the preparation figures of the
@@ -29,11 +29,10 @@ earlier --json); `--jobs streaming` reruns one measurement and keeps the others.
 `--baseline DIR` times preparation alternately with another checkout's code (e.g.
 `git worktree add DIR REV`) and checks that both prepare the same examples:
 
-  python benchmarks/full_size.py --data_dir /tmp/vgg_flax_full --reuse_data \
+  python -m benchmarks.full_size --data_dir /tmp/vgg_flax_full --reuse_data \
       --prepare_samples full --baseline /tmp/before --prepare_repeats 2 --jobs none
 """
 
-import argparse
 import functools
 import itertools
 import json
@@ -48,15 +47,16 @@ import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
-import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags
+import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-position
-from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax.preprocess import preprocess  # pylint: disable=wrong-import-position
+from benchmarks import bench_config
+from configs import default  # pylint: disable=g-import-not-at-top
+from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
+from vgg_flax.core.preprocess import preprocess
 
 # Tiny ImageNet's counts, and a fifth of its train split for the streaming memory check.
 FULL = dict(num_classes=200, train_per_class=500, val_per_class=50, test_images=10_000)
@@ -66,35 +66,43 @@ TARGETS = {'prepare_img_s': 5_000, 'cached_img_s': 20_000, 'streaming_img_s': 5_
            'loop_overhead': 0.10}
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--data_dir', default='/tmp/vgg_flax_full')
-  parser.add_argument('--reuse_data', action='store_true',
-                      help='Reuse generated samples (and their recorded generation time).')
-  parser.add_argument('--reuse_prepared', action='store_true',
-                      help='Skip the preparation measurement when the TFRecords exist.')
-  parser.add_argument('--baseline', default='',
-                      help='Another checkout of the project (e.g. `git worktree add DIR REV`): '
-                      'preparation is timed alternately with its code and this code.')
-  parser.add_argument('--prepare_repeats', type=int, default=1)
-  parser.add_argument('--prepare_samples', default='full,fifth',
-                      help='Samples to prepare (and time); the jobs need theirs prepared.')
-  parser.add_argument('--batch_size', type=int, default=64)
-  parser.add_argument('--cached_epochs', type=int, default=2)
-  parser.add_argument('--width', type=int, default=16, help='Narrow VGG-11 for the epoch.')
-  parser.add_argument('--hidden_units', type=int, default=256)
-  parser.add_argument('--overhead_steps', type=int, default=100,
-                      help='Steps in each timing of the loop against the step alone.')
-  parser.add_argument('--overhead_repeats', type=int, default=3)
-  parser.add_argument('--jobs', default='cached,streaming,train',
-                      help='Measurements to run; the others are kept from an existing --json.')
-  parser.add_argument('--json', default=os.path.join(REPO, 'benchmarks/results/full_size.json'))
-  parser.add_argument('--job', default='', help=argparse.SUPPRESS)  # A child's measurement.
-  parser.add_argument('--sample', default='full', help=argparse.SUPPRESS)
-  return parser.parse_args(argv)
+def parse_args(argv=None) -> flags.FlagValues:
+  values = flags.FlagValues()
+  flags.DEFINE_string('data_dir', '/tmp/vgg_flax_full', '', flag_values=values)
+  flags.DEFINE_bool(
+      'reuse_data', False, 'Reuse generated samples (and their recorded generation time).',
+      flag_values=values)
+  flags.DEFINE_bool(
+      'reuse_prepared', False, 'Skip the preparation measurement when the TFRecords exist.',
+      flag_values=values)
+  flags.DEFINE_string(
+      'baseline', '',
+      'Another checkout of the project (e.g. `git worktree add DIR REV`): preparation is timed '
+      'alternately with its code and this code.', flag_values=values)
+  flags.DEFINE_integer('prepare_repeats', 1, '', flag_values=values)
+  flags.DEFINE_string(
+      'prepare_samples', 'full,fifth',
+      'Samples to prepare (and time); the jobs need theirs prepared.', flag_values=values)
+  flags.DEFINE_integer('batch_size', 64, '', flag_values=values)
+  flags.DEFINE_integer('cached_epochs', 2, '', flag_values=values)
+  flags.DEFINE_integer('width', 16, 'Narrow VGG-11 for the epoch.', flag_values=values)
+  flags.DEFINE_integer('hidden_units', 256, '', flag_values=values)
+  flags.DEFINE_integer(
+      'overhead_steps', 100, 'Steps in each timing of the loop against the step alone.',
+      flag_values=values)
+  flags.DEFINE_integer('overhead_repeats', 3, '', flag_values=values)
+  flags.DEFINE_string(
+      'jobs', 'cached,streaming,train',
+      'Measurements to run; the others are kept from an existing --json.', flag_values=values)
+  flags.DEFINE_string(
+      'json', os.path.join(REPO, 'benchmarks/results/full_size.json'), '', flag_values=values)
+  flags.DEFINE_string(
+      'job', '', '(set by the parent process)', flag_values=values)
+  flags.DEFINE_string('sample', 'full', '(set by the parent process)', flag_values=values)
+  return bench_config.parse_flags(values, argv)
 
 
-def make_config(args: argparse.Namespace, sample: dict, tfds_dir: str):
+def make_config(args: flags.FlagValues, sample: dict, tfds_dir: str):
   config = default.get_config()
   config.data_dir = tfds_dir
   config.sample.enabled = True
@@ -173,7 +181,7 @@ def train_job(args, epoch: bool = True) -> dict:
   """The loop's own overhead, then (with `epoch`) one epoch of a narrow VGG-11 end to end
   with cache=True and the evaluation."""
   from benchmarks import epoch_overhead  # pylint: disable=g-import-not-at-top
-  from vgg_flax import train  # pylint: disable=g-import-not-at-top
+  from vgg_flax.train import loop as train  # pylint: disable=g-import-not-at-top
   config = child_config(args)
   config.cache = True
   trainer, state = train.create_trainer(config)
@@ -200,7 +208,7 @@ def train_job(args, epoch: bool = True) -> dict:
 
 def run_job(args, job: str, sample: str) -> dict:
   """Runs one measurement in a fresh process and returns its JSON report."""
-  command = [sys.executable, os.path.abspath(__file__), '--job', job, '--sample', sample,
+  command = [sys.executable, '-m', 'benchmarks.full_size', '--job', job, '--sample', sample,
              '--data_dir', args.data_dir, '--batch_size', str(args.batch_size),
              '--cached_epochs', str(args.cached_epochs), '--width', str(args.width),
              '--hidden_units', str(args.hidden_units), '--overhead_steps',
@@ -247,7 +255,6 @@ def generate(args, sample: dict) -> dict:
 # which a busy machine changes less than the wall time. TensorFlow is imported before timing.
 PREPARE = """
 import json, sys, time
-sys.path.insert(0, sys.argv[1])
 import tensorflow_datasets as tfds
 from input_pipeline import tiny_imagenet
 tfds.disable_progress_bar()
@@ -352,7 +359,7 @@ def main(argv=None) -> dict:
     return {}
   cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo', encoding='utf-8')
               if l.startswith('model name')), 'unknown')
-  report = {'cpu': cpu, 'cores': os.cpu_count(), 'args': vars(args), 'generation': {},
+  report = {'cpu': cpu, 'cores': os.cpu_count(), 'args': args.flag_values_dict(), 'generation': {},
             'prepare': {}, 'streaming': {}}
   earlier = {}
   if args.json and os.path.exists(args.json):

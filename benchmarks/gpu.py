@@ -8,29 +8,29 @@ utilisation (achieved FLOP/s over the device's peak, `PEAK_TFLOPS`), compile tim
 whether the jitted steps recompile after their first call (they must not).
 
   bash benchmarks/gpu.sh OUT_DIR            # the prepared run, under 8 minutes on a GPU
-  python benchmarks/gpu.py --depths=16 --dtypes=bfloat16 --steps=20
+  python -m benchmarks.gpu --depths=16 --dtypes=bfloat16 --steps=20
 
-Needs only jax, flax, optax, numpy and (for the comparison) PyTorch: no TensorFlow, TFDS,
-clu or ml_collections. Without a GPU or TPU it says so in a banner and runs tiny settings on
+Needs jax, flax, optax, clu, numpy and (for the comparison) PyTorch: no TensorFlow or TFDS.
+Without a GPU or TPU it says so in a banner and runs tiny settings on
 the CPU (`--cpu_full` keeps the sizes), to prove the script end to end.
 """
 
-import argparse
 import json
-import os
 import pathlib
 import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-from jax import monitoring  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags
+import jax  # pylint: disable=g-import-not-at-top
+from jax import monitoring  # pylint: disable=g-import-not-at-top
 
-from benchmarks import throughput  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax import platform  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import bench_config
+from configs import default
+from benchmarks import throughput  # pylint: disable=g-import-not-at-top
+from vgg_flax.cli import compile_cache  # pylint: disable=g-import-not-at-top
+from vgg_flax.core import steps  # pylint: disable=g-import-not-at-top
 
 # Dense peak TFLOP/s by device kind (first matching lower-case substring wins): (bf16, fp32).
 # fp32 is the TF32 tensor-core peak on NVIDIA GPUs (what cuDNN and XLA use for float32
@@ -57,25 +57,27 @@ TRACE_AND_COMPILE_EVENTS = ('/jax/core/compile/jaxpr_trace_duration',
                             '/jax/core/compile/backend_compile_duration')
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--depths', default='11,16')
-  parser.add_argument('--dtypes', default='float32,bfloat16')
-  parser.add_argument('--image_size', type=int, default=64)
-  parser.add_argument('--batch_size', type=int, default=256)
-  parser.add_argument('--eval_batch_size', type=int, default=256)
-  parser.add_argument('--width', type=int, default=64)
-  parser.add_argument('--hidden_units', type=int, default=4096)
-  parser.add_argument('--warmup', type=int, default=3)
-  parser.add_argument('--steps', type=int, default=10, help='Steps per timed repetition.')
-  parser.add_argument('--repeats', type=int, default=5, help='Timed repetitions (median).')
-  parser.add_argument('--torch_settings', default='torch_channels_last,torch_bf16')
-  parser.add_argument('--peak_tflops', default='',
-                      help="'BF16,FP32' dense peak of this device, if PEAK_TFLOPS lacks it.")
-  parser.add_argument('--cpu_full', action='store_true',
-                      help='On the CPU, keep the given sizes instead of the tiny ones.')
-  parser.add_argument('--out', default='/tmp/vgg_gpu_bench', help='Folder for the results.')
-  args = parser.parse_args(argv)
+def parse_args(argv=None) -> flags.FlagValues:
+  values = flags.FlagValues()
+  flags.DEFINE_string('depths', '11,16', '', flag_values=values)
+  flags.DEFINE_string('dtypes', 'float32,bfloat16', '', flag_values=values)
+  flags.DEFINE_integer('image_size', 64, '', flag_values=values)
+  flags.DEFINE_integer('batch_size', 256, '', flag_values=values)
+  flags.DEFINE_integer('eval_batch_size', 256, '', flag_values=values)
+  flags.DEFINE_integer('width', 64, '', flag_values=values)
+  flags.DEFINE_integer('hidden_units', 4096, '', flag_values=values)
+  flags.DEFINE_integer('warmup', 3, '', flag_values=values)
+  flags.DEFINE_integer('steps', 10, 'Steps per timed repetition.', flag_values=values)
+  flags.DEFINE_integer('repeats', 5, 'Timed repetitions (median).', flag_values=values)
+  flags.DEFINE_string('torch_settings', 'torch_channels_last,torch_bf16', '', flag_values=values)
+  flags.DEFINE_string(
+      'peak_tflops', '', "'BF16,FP32' dense peak of this device, if PEAK_TFLOPS lacks it.",
+      flag_values=values)
+  flags.DEFINE_bool(
+      'cpu_full', False, 'On the CPU, keep the given sizes instead of the tiny ones.',
+      flag_values=values)
+  flags.DEFINE_string('out', '/tmp/vgg_gpu_bench', 'Folder for the results.', flag_values=values)
+  args = bench_config.parse_flags(values, argv)
   if jax.default_backend() == 'cpu' and not args.cpu_full:
     for name, value in CPU_TINY.items():
       setattr(args, name, value)
@@ -94,7 +96,7 @@ def peak_flops(device_kind: str, override: str = '') -> dict[str, float] | None:
   return None
 
 
-def banner(args: argparse.Namespace) -> str:
+def banner(args: flags.FlagValues) -> str:
   """What runs where; on the CPU, a warning that the figures are not accelerator figures."""
   device = jax.devices()[0]
   lines = [f'jax {jax.__version__} on {jax.default_backend()}: {jax.device_count()} x '
@@ -162,7 +164,7 @@ def add_mfu(results: dict[str, dict], flops_per_image: dict[str, float],
 
 
 def format_table(depth: int, results: dict[str, dict], recompiles: dict[str, dict],
-                 args: argparse.Namespace) -> str:
+                 args: flags.FlagValues) -> str:
   lines = [f'VGG-{depth}, width {args.width}, {args.image_size} px, batch {args.batch_size} '
            f'(eval {args.eval_batch_size}), {jax.devices()[0].device_kind}, median of '
            f'{args.repeats} x {args.steps} steps',
@@ -182,7 +184,7 @@ def format_table(depth: int, results: dict[str, dict], recompiles: dict[str, dic
   return '\n'.join(lines)
 
 
-def bench_depth(depth: int, args: argparse.Namespace, peaks, use_torch: bool) -> dict:
+def bench_depth(depth: int, args: flags.FlagValues, peaks, use_torch: bool) -> dict:
   """Times every dtype and PyTorch setting for one depth; returns its report."""
   flags = [f'--depth={depth}', f'--width={args.width}', f'--hidden_units={args.hidden_units}',
            f'--image_size={args.image_size}', f'--batch_size={args.batch_size}',
@@ -218,10 +220,13 @@ def main(argv=None) -> int:
         f'{peaks["float32"] / 1e12:.0f}' if peaks else
         f'no peak known for {device_kind!r}: MFU left out (give --peak_tflops=BF16,FP32).')
   report = {'device': device_kind, 'platform': jax.default_backend(),
-            'jax': jax.__version__, 'torch': torch_info, 'args': vars(args), 'depths': {}}
+            'jax': jax.__version__, 'torch': torch_info, 'args': args.flag_values_dict(),
+            'depths': {}}
   # The AOT-compiled steps go to a throw-away cache, so the recompile check loads them.
   with tempfile.TemporaryDirectory() as cache:
-    platform.enable_compilation_cache({'compilation_cache_dir': cache}, cache)
+    config = default.get_config()
+    config.compilation_cache_dir = cache
+    compile_cache.enable_compilation_cache(config, cache)
     for depth in (int(d) for d in args.depths.split(',') if d):
       report['depths'][depth] = bench_depth(depth, args, peaks, torch_info is not None)
       (out / 'gpu_results.json').write_text(json.dumps(report, indent=2))

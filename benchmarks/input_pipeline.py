@@ -7,7 +7,7 @@ decodes the JPEGs (and fills the cache), the later ones read the cache; with
 through the jitted `preprocess` (a different random flip and crop for each image) and is
 blocked on, so the figures are images a second that reach the model.
 
-  python benchmarks/input_pipeline.py --data_dir /tmp/vgg_flax_bench [--cache=false]
+  python -m benchmarks.input_pipeline --data_dir /tmp/vgg_flax_bench [--cache=false]
 
 `--stages` instead splits a streamed epoch's host work (no augmentation) by alternating, in
 one process: reading (the shards and the shuffle buffer, records left serialized), JPEG
@@ -16,44 +16,45 @@ batch, and the whole streamed pipeline. It prints CPU microseconds per image (al
 of the process), which a loaded machine disturbs less than img/s, and how many cores the
 process kept busy.
 
-`benchmarks/full_size.py` measures the same at Tiny ImageNet's full size, with memory.
+`benchmarks.full_size` measures the same at Tiny ImageNet's full size, with memory.
 """
 
-import argparse
 import functools
 import os
 import statistics
-import sys
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from absl import flags
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
+from benchmarks import bench_config
 from configs import default  # pylint: disable=g-import-not-at-top
 from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
-from vgg_flax.preprocess import preprocess  # pylint: disable=g-import-not-at-top
+from vgg_flax.core.preprocess import preprocess  # pylint: disable=g-import-not-at-top
 
 
-def parse_args():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--data_dir', default='/tmp/vgg_flax_bench')
-  parser.add_argument('--num_classes', type=int, default=100)
-  parser.add_argument('--train_per_class', type=int, default=200)
-  parser.add_argument('--batch_size', type=int, default=64)
-  parser.add_argument('--crop_padding', type=int, default=4)
-  parser.add_argument('--epochs', type=int, default=3)
-  parser.add_argument('--cache', default='true', choices=('true', 'false', 'auto'),
-                      help='config.cache: keep decoded images in memory, stream, or decide.')
-  parser.add_argument('--stages', action='store_true',
-                      help='CPU time per image of reading, decoding and the streamed pipeline.')
-  return parser.parse_args()
+def parse_args(argv=None) -> flags.FlagValues:
+  values = flags.FlagValues()
+  flags.DEFINE_string('data_dir', '/tmp/vgg_flax_bench', '', flag_values=values)
+  flags.DEFINE_integer('num_classes', 100, '', flag_values=values)
+  flags.DEFINE_integer('train_per_class', 200, '', flag_values=values)
+  flags.DEFINE_integer('batch_size', 64, '', flag_values=values)
+  flags.DEFINE_integer('crop_padding', 4, '', flag_values=values)
+  flags.DEFINE_integer('epochs', 3, '', flag_values=values)
+  flags.DEFINE_enum(
+      'cache', 'true', ['true', 'false', 'auto'],
+      'config.cache: keep decoded images in memory, stream, or decide.', flag_values=values)
+  flags.DEFINE_bool(
+      'stages', False, 'CPU time per image of reading, decoding and the streamed pipeline.',
+      flag_values=values)
+  return bench_config.parse_flags(values, argv)
 
 
-def bench_config(args):
+def make_config(args):
   config = default.get_config()
   config.data_dir = args.data_dir
   config.sample.enabled = True
@@ -130,7 +131,7 @@ def time_stages(config, dataset, epochs: int) -> None:
 
 def main():
   args = parse_args()
-  config = bench_config(args)
+  config = make_config(args)
   start = time.perf_counter()
   dataset = pipeline.open_dataset(config)
   info = dataset.info

@@ -5,42 +5,39 @@ abstract) and reads `compiled.memory_analysis()`: the state and batch passed in,
 not written over the donated state, and the temporaries (activations, gradients,
 workspace). Their sum is what the step needs on the device at its peak.
 
-  python benchmarks/memory.py --depths=11,13,16,19 --image_sizes=64,224 --batch_size=64
-  python benchmarks/memory.py --depths=16 --image_sizes=224 --grad_accum_steps=1,4
+  python -m benchmarks.memory --depths=11,13,16,19 --image_sizes=64,224 --batch_size=64
+  python -m benchmarks.memory --depths=16 --image_sizes=224 --grad_accum_steps=1,4
 
 The figures come from the compiler of the backend it runs on: run it on the GPU you plan to
 use (the CPU compiler's buffer assignment differs from the GPU's in the temporaries).
 """
 
-import argparse
 import json
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags
+import jax  # pylint: disable=g-import-not-at-top
 
-from benchmarks import bench_config  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax import factory  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import bench_config  # pylint: disable=g-import-not-at-top
+from vgg_flax.core import factory  # pylint: disable=g-import-not-at-top
+from vgg_flax.core import sharding  # pylint: disable=g-import-not-at-top
 
 GIB = 2**30
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--depths', default='11,13,16,19')
-  parser.add_argument('--image_sizes', default='64,224')
-  parser.add_argument('--batch_size', type=int, default=64)
-  parser.add_argument('--grad_accum_steps', default='1', help='Comma-separated values to try.')
-  parser.add_argument('--dtype', default='float32')
-  parser.add_argument('--width', type=int, default=64)
-  parser.add_argument('--hidden_units', type=int, default=4096)
-  parser.add_argument('--num_classes', type=int, default=200)
-  parser.add_argument('--json', default='', help='Write the results here.')
-  return parser.parse_args(argv)
+def parse_args(argv=None) -> flags.FlagValues:
+  values = flags.FlagValues()
+  flags.DEFINE_string('depths', '11,13,16,19', '', flag_values=values)
+  flags.DEFINE_string('image_sizes', '64,224', '', flag_values=values)
+  flags.DEFINE_integer('batch_size', 64, '', flag_values=values)
+  flags.DEFINE_string('grad_accum_steps', '1', 'Comma-separated values to try.', flag_values=values)
+  flags.DEFINE_string('dtype', 'float32', '', flag_values=values)
+  flags.DEFINE_integer('width', 64, '', flag_values=values)
+  flags.DEFINE_integer('hidden_units', 4096, '', flag_values=values)
+  flags.DEFINE_integer('num_classes', 200, '', flag_values=values)
+  flags.DEFINE_string('json', '', 'Write the results here.', flag_values=values)
+  return bench_config.parse_flags(values, argv)
 
 
 def train_step_memory(config, num_classes: int) -> dict[str, float]:
@@ -86,7 +83,8 @@ def main(argv=None) -> list[dict]:
               f"{memory['peak'] / GIB:.2f} |", flush=True)
   if args.json:
     with open(args.json, 'w', encoding='utf-8') as f:
-      json.dump({'device': jax.devices()[0].device_kind, 'args': vars(args), 'rows': rows}, f,
+      json.dump({'device': jax.devices()[0].device_kind, 'args': args.flag_values_dict(),
+                 'rows': rows}, f,
                 indent=2)
   return rows
 

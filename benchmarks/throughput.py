@@ -1,13 +1,13 @@
 r"""Images per second of the project's jitted train and eval steps, beside PyTorch.
 
-Measures exactly what training runs: `vgg_flax.steps.train_step` (on-device augmentation,
+Measures exactly what training runs: `vgg_flax.core.steps.train_step` (on-device augmentation,
 forward, backward, Adam update, BatchNorm statistics, metrics) and `eval_step`, built by
-`vgg_flax.factory` as training builds them, for a one-axis mesh. With `--reference=torch` it
-also times the original's architecture in PyTorch (`benchmarks/torch_reference.py`) in each
+`vgg_flax.core.factory` as training builds them, for a one-axis mesh. With `--reference=torch` it
+also times the original's architecture in PyTorch (`benchmarks.torch_reference`) in each
 of its CPU settings, alternating with the project repetition by repetition, so that a noisy
 machine affects every contender alike. Ratios are against the best PyTorch setting.
 
-  python benchmarks/throughput.py --depth=16 --batch_size=64 --eval_batch_size=256 \
+  python -m benchmarks.throughput --depth=16 --batch_size=64 --eval_batch_size=256 \
       --image_size=64 --dtype=float32,bfloat16 --reference=torch --json=/tmp/vgg16.json
 
 Imports only jax, flax, optax, numpy (and torch when asked) with the project's model and
@@ -15,55 +15,54 @@ step modules: no TensorFlow, clu or ml_collections needed, so it runs on GPU hos
 JAX alone.
 """
 
-import argparse
 import json
 import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags
+import jax  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
 
-from benchmarks import bench_config  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax import factory  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vgg_flax import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import bench_config  # pylint: disable=g-import-not-at-top
+from vgg_flax.core import factory  # pylint: disable=g-import-not-at-top
+from vgg_flax.core import sharding  # pylint: disable=g-import-not-at-top
+from vgg_flax.core import steps  # pylint: disable=g-import-not-at-top
 
 NUM_CLASSES = 200
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--depth', type=int, default=11)
-  parser.add_argument('--batch_size', type=int, default=64)
-  parser.add_argument('--eval_batch_size', type=int, default=256)
-  parser.add_argument('--image_size', type=int, default=64)
-  parser.add_argument('--dtype', default='float32',
-                      help="'float32', 'bfloat16' or both, comma-separated (each is timed).")
-  parser.add_argument('--width', type=int, default=64, help='First-stage channels.')
-  parser.add_argument('--hidden_units', type=int, default=4096)
-  parser.add_argument('--reference', choices=('torch', 'none'), default='none')
-  parser.add_argument('--torch_settings', default='torch_fp32,torch_channels_last,torch_bf16',
-                      help='PyTorch settings to time (see torch_reference.SETTINGS).')
-  parser.add_argument('--repeats', type=int, default=5, help='Timed repetitions (median).')
-  parser.add_argument('--warmup', type=int, default=1, help='Untimed steps after compiling.')
-  parser.add_argument('--steps', type=int, default=1, help='Steps per timed repetition.')
-  parser.add_argument('--variant', action='append', default=[],
-                      help="Also time the project compiled with extra XLA options, as "
-                           "'LABEL@name=value;name=value' (repeatable): a flag's effect "
-                           "measured in one process, alternating with the default.")
-  parser.add_argument('--cpu_conv_grad', default='',
-                      help="'taps', 'xla' or both, comma-separated: each is timed as its own "
-                           "contender (suffix +taps / +xla); '' = the config's default.")
-  parser.add_argument('--json', default='', help='Write the results here.')
-  args = parser.parse_args(argv)
-  check_torch_settings(parser, args)
+def parse_args(argv=None) -> flags.FlagValues:
+  values = flags.FlagValues()
+  bench_config.define_model_flags(values, depth=11)
+  flags.DEFINE_integer('eval_batch_size', 256, '', flag_values=values)
+  flags.DEFINE_string(
+      'dtype', 'float32', "'float32', 'bfloat16' or both, comma-separated (each is timed).",
+      flag_values=values)
+  flags.DEFINE_enum('reference', 'none', ['torch', 'none'], '', flag_values=values)
+  flags.DEFINE_string(
+      'torch_settings', 'torch_fp32,torch_channels_last,torch_bf16',
+      'PyTorch settings to time (see torch_reference.SETTINGS).', flag_values=values)
+  flags.DEFINE_integer('repeats', 5, 'Timed repetitions (median).', flag_values=values)
+  flags.DEFINE_integer('warmup', 1, 'Untimed steps after compiling.', flag_values=values)
+  flags.DEFINE_integer('steps', 1, 'Steps per timed repetition.', flag_values=values)
+  flags.DEFINE_multi_string(
+      'variant', [],
+      "Also time the project compiled with extra XLA options, as 'LABEL@name=value;name=value' "
+      "(repeatable): a flag's effect measured in one process, alternating with the default.",
+      flag_values=values)
+  flags.DEFINE_string(
+      'cpu_conv_grad', '',
+      "'taps', 'xla' or both, comma-separated: each is timed as its own contender (suffix +taps /"
+      " +xla); '' = the config's default.", flag_values=values)
+  flags.DEFINE_string('json', '', 'Write the results here.', flag_values=values)
+  args = bench_config.parse_flags(values, argv)
+  check_torch_settings(args)
   return args
 
 
-def make_config(args: argparse.Namespace, dtype: str, cpu_conv_grad: str = ''):
+def make_config(args: flags.FlagValues, dtype: str, cpu_conv_grad: str = ''):
   """The default config with the benchmark's model and batch sizes."""
   config = bench_config.get_config(
       depth=args.depth, width=args.width, hidden_units=args.hidden_units,
@@ -107,7 +106,7 @@ def flops_of(compiled) -> float:
 class ProjectBench:
   """The project's compiled train and eval steps for one compute dtype."""
 
-  def __init__(self, args: argparse.Namespace, dtype: str, variant: str = '',
+  def __init__(self, args: flags.FlagValues, dtype: str, variant: str = '',
                cpu_conv_grad: str = ''):
     label, options = parse_variant(variant) if variant else ('', {})
     self.name = (f'jax_{dtype}' + (f'+{cpu_conv_grad}' if cpu_conv_grad else '')
@@ -145,7 +144,7 @@ class ProjectBench:
     return time.perf_counter() - start
 
 
-def create_torch_benches(args: argparse.Namespace) -> list:
+def create_torch_benches(args: flags.FlagValues) -> list:
   """One PyTorch bench per requested setting (imported only when asked for)."""
   from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
   device = torch_reference.default_device()
@@ -163,7 +162,7 @@ def create_torch_benches(args: argparse.Namespace) -> list:
   return benches
 
 
-def measure(benches: list, args: argparse.Namespace) -> dict[str, dict]:
+def measure(benches: list, args: flags.FlagValues) -> dict[str, dict]:
   """Median images/s of each bench; repetitions alternate between the benches."""
   for bench in benches:
     bench.time_train(args.warmup)
@@ -203,7 +202,7 @@ def add_ratios(results: dict[str, dict]) -> dict[str, str]:
   return best
 
 
-def format_table(results: dict[str, dict], args: argparse.Namespace) -> str:
+def format_table(results: dict[str, dict], args: flags.FlagValues) -> str:
   """A Markdown table: one row per contender."""
   lines = [f'VGG-{args.depth}, {args.image_size} px, train batch {args.batch_size}, eval batch '
            f'{args.eval_batch_size}, {jax.devices()[0].device_kind}, median of {args.repeats}',
@@ -221,15 +220,16 @@ def format_table(results: dict[str, dict], args: argparse.Namespace) -> str:
   return '\n'.join(lines)
 
 
-def check_torch_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def check_torch_settings(args: flags.FlagValues) -> None:
   """Ends with a one-line usage error for a `--torch_settings` name that does not exist."""
   if args.reference != 'torch':
     return
   from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
   unknown = [n for n in args.torch_settings.split(',') if n and n not in torch_reference.SETTINGS]
   if unknown:
-    parser.exit(2, f'error: --torch_settings: unknown {", ".join(map(repr, unknown))}; choose '
-                   f'from {", ".join(torch_reference.SETTINGS)}.\n')
+    print(f'error: --torch_settings: unknown {", ".join(map(repr, unknown))}; choose '
+          f'from {", ".join(torch_reference.SETTINGS)}.', file=sys.stderr)
+    sys.exit(2)
 
 
 def main(argv=None) -> dict:
@@ -241,7 +241,7 @@ def main(argv=None) -> dict:
   results = measure(benches, args)
   best = add_ratios(results)
   print(format_table(results, args), flush=True)
-  report = {'args': vars(args), 'device': jax.devices()[0].device_kind,
+  report = {'args': args.flag_values_dict(), 'device': jax.devices()[0].device_kind,
             'platform': jax.default_backend(), 'xla_flags': os.environ.get('XLA_FLAGS', ''),
             'best_torch': best, 'results': results}
   if args.json:

@@ -1,9 +1,9 @@
 """The original project's VGG in PyTorch, and timing helpers for its train and eval steps.
 
-The layer plan is the seed's (see `vgg_flax.models.STAGE_PLANS`): stages of
+The layer plan is the original's (see `vgg_flax.models.STAGE_PLANS`): stages of
 conv 3x3 (bias) -> BatchNorm -> ReLU, a 2x2/2 max pool after each stage, an adaptive max pool
 to 2x2, then Linear(2*2*8w -> 4096) -> ReLU -> Linear(4096 -> 4096) -> ReLU -> Linear(-> 200).
-One train step is the seed's: Adam, cross-entropy, forward + backward + update.
+One train step is the original's: Adam, cross-entropy, forward + backward + update.
 
 `SETTINGS` are the CPU settings a PyTorch user would try: plain fp32, channels_last, and bf16
 autocast (on channels_last tensors). The benchmark reports each and compares against the best.
@@ -15,7 +15,7 @@ import time
 import torch
 from torch import nn
 
-# Convolutions per stage and channel multipliers, as the seed (and `vgg_flax.models`).
+# Convolutions per stage and channel multipliers, as the original (and `vgg_flax.models`).
 STAGE_PLANS = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3),
                19: (2, 2, 4, 4, 4)}
 STAGE_MULTIPLIERS = (1, 2, 4, 8, 8)
@@ -39,7 +39,7 @@ SETTINGS = {
 
 def build_vgg(depth: int, *, width: int = 64, hidden_units: int = 4096,
               num_classes: int = 200) -> nn.Sequential:
-  """The seed's VGG with BatchNorm (adaptive max pool to 2x2 before the head)."""
+  """The original's VGG with BatchNorm (adaptive max pool to 2x2 before the head)."""
   layers, in_channels = [], 3
   for convs, multiplier in zip(STAGE_PLANS[depth], STAGE_MULTIPLIERS):
     out_channels = width * multiplier

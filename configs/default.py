@@ -12,7 +12,7 @@ import ml_collections
 
 
 def get_config() -> ml_collections.ConfigDict:
-  """Returns the default configuration (VGG-16 with the seed's recipe)."""
+  """Returns the default configuration (VGG-16 with the original's recipe)."""
   config = ml_collections.ConfigDict()
 
   # --- Data -------------------------------------------------------------------------------
@@ -45,19 +45,19 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --- Augmentation (train only; evaluation is deterministic) ------------------------------
   config.augment = ml_collections.ConfigDict()
-  config.augment.flip = True  # Random horizontal flip, as the seed.
+  config.augment.flip = True  # Random horizontal flip, as the original.
   config.augment.crop_padding = 0  # Random crop after zero-padding this many px; 0 = off.
 
   # --- Model ------------------------------------------------------------------------------
   config.model = ml_collections.ConfigDict()
   config.model.depth = 16  # 11, 13, 16 or 19 weight layers.
   config.model.conv1x1 = False  # Paper config C: last conv of stages 3-5 is 1x1 (depth 16).
-  config.model.batch_norm = True  # Conv -> BatchNorm -> ReLU, as the seed.
+  config.model.batch_norm = True  # Conv -> BatchNorm -> ReLU, as the original.
   config.model.width = 64  # Channels of the first stage (64 = the paper).
   config.model.hidden_units = 4096  # Width of the two hidden dense layers.
   config.model.pool_size = (2, 2)  # Adaptive pool output before the head.
-  config.model.pool_type = 'max'  # 'max' (the seed's README) or 'avg' (the seed's code).
-  config.model.dropout_rate = 0.0  # Dropout in the head; 0 = the seed.
+  config.model.pool_type = 'max'  # 'max' (the original's README) or 'avg' (the original's code).
+  config.model.dropout_rate = 0.0  # Dropout in the head; 0 = the original.
   config.dtype = 'float32'  # Computation dtype ('float32' or 'bfloat16'); params stay f32.
 
   # --- Optimisation -----------------------------------------------------------------------

@@ -36,7 +36,7 @@ def get_config():
       ('19', 'runs/vgg19'),
   )
   config.num_sample_images = 16  # Test images in sample_predictions.png (the original: 4).
-  # --- Ties of the hard vote (issue 11) ---
+  # --- Ties of the hard vote ---
   # 'first_member': the earliest member's class among the tied ones (the original's README);
   # 'lowest_class': the smallest tied class index (its code and its published CSV).
   config.tie_break = 'first_member'

@@ -1,4 +1,4 @@
-"""VGG-16 with the recipe that reaches about 0.58 top-1 on Tiny ImageNet, not the seed's 0.37.
+"""VGG-16 with the recipe that reaches about 0.58 top-1 on Tiny ImageNet, not the original's 0.37.
 
   python main.py --config=configs/vgg16_sgd.py --workdir=runs/vgg16_sgd \
       --config.data_source=/path/to/tiny-imagenet-200.zip

@@ -13,17 +13,23 @@ A zip (or folder) holding one folder with `train/` in it is read through that fo
 and folders whose names start with '.' and `__MACOSX/` are ignored; any other file must be
 an image.
 
-Images: JPEG, PNG, BMP, GIF (first frame) and WebP, opened only as these formats
-(`FORMATS`). Each is brought to `image_size` x `image_size` RGB exactly as `--mode=predict`
-brings a user's own images (`vgg_flax.own_images.load_image`), so training, evaluation and
-`predict_images` see the same pixels: a JPEG already of that size in RGB or grayscale is
-stored as it is (decoded later to 3 channels); anything else is converted to RGB by PIL
-(grayscale repeated, palette looked up, alpha dropped as torchvision's loader drops it) and
-resized with PIL's bilinear filter (antialiased when shrinking), without keeping the aspect
-ratio: a 4:3 photo is squeezed to a square, not cropped.
+Images: JPEG, PNG, BMP, GIF (first frame) and WebP, read through `image_files` as every
+image from outside is (only these formats, within its size limits; a zip's members checked
+before they are inflated). Every folder and file name must be a plain name
+(`tiny_imagenet.plain_name`) and no link may lead out of the source, so nothing outside the
+source is read and no name written into a workdir points outside it.
+
+Each image is brought to `image_size` x `image_size` RGB exactly as `--mode=predict` brings
+a user's own images (`vgg_flax.modes.own_images.load_image`), so training, evaluation and
+`predict_images` see the same pixels: a JPEG already of that size in RGB or grayscale (of at
+most `tiny_imagenet.KEPT_JPEG_MAX_BYTES`) is stored as it is (decoded later to 3 channels);
+anything else is converted to RGB by PIL (grayscale repeated, palette looked up, alpha
+dropped as torchvision's loader drops it) and resized with PIL's bilinear filter
+(antialiased when shrinking), without keeping the aspect ratio: a 4:3 photo is squeezed to a
+square, not cropped.
 
 The builder shares the `tiny_imagenet` builder's machinery (`tiny_imagenet.Source` to read
-folders and zips, the threaded checking, the direct TFRecord writer), so everything the
+folders and zips, the threaded checking, TFDS's generator path), so everything the
 project does with Tiny ImageNet (caching, streaming, exact resume, evaluate, predict, the
 ensemble, TensorBoard images, per-class figures) works on image folders unchanged. The class
 names serve as both label names and words.
@@ -35,7 +41,6 @@ is prepared again and two sources never share prepared files.
 
 import dataclasses
 import hashlib
-import io
 import os
 import pathlib
 import zipfile
@@ -45,14 +50,14 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
+from input_pipeline import image_files
 from input_pipeline import tiny_imagenet
-from input_pipeline.tiny_imagenet import DataError
+from input_pipeline.image_files import DataError
 
 NAME = 'image_folder'
-FORMATS = ('JPEG', 'PNG', 'BMP', 'GIF', 'WEBP')
+FORMATS = image_files.FORMATS
 SPLIT_FOLDERS = {'train': 'train', 'validation': 'val', 'test': 'test'}
-# Written into a training workdir when the validation split is held out of train/.
-HELD_OUT_FILE = 'held_out.csv'
+# The columns of `held_out_rows`, which training writes into the workdir (held_out.csv).
 HELD_OUT_COLUMNS = ('path', 'class')
 # Unlabelled test images (a flat test/ folder) carry this label, as Tiny ImageNet's test split.
 NO_LABEL = -1
@@ -76,7 +81,8 @@ class FolderSource(tiny_imagenet.Source):
     if self._zip:
       self._prefix = self._zip_prefix()
     elif not (self.path / 'train').is_dir():
-      inner = [p for p in self.path.iterdir() if p.is_dir() and not is_ignored(p.name)]
+      inner = [p for p in self.path.iterdir()
+               if p.is_dir() and not p.is_symlink() and not is_ignored(p.name)]
       if len(inner) == 1 and (inner[0] / 'train').is_dir():
         self.path = inner[0]  # The folder a zip was extracted into.
 
@@ -88,14 +94,19 @@ class FolderSource(tiny_imagenet.Source):
       if parts[0] == 'train' and len(parts) > 1:
         return ''
       if len(parts) > 2 and parts[1] == 'train' and not is_ignored(parts[0]):
-        tops.add(f'{parts[0]}/')
+        tops.add(f'{tiny_imagenet.plain_name(parts[0], str(self.path), "folder")}/')
     if len(tops) > 1:
       raise DataError(f'{self.path}: several folders hold a train/ ({", ".join(sorted(tops))}); '
                       'expected one (zip one dataset at a time).')
     return tops.pop() if tops else ''
 
   def entries(self, relative: str) -> tuple[list[str], list[str]]:
-    """(sub-folder names, file names) directly inside a folder, ignored names left out."""
+    """(sub-folder names, file names) directly inside a folder, ignored names left out.
+
+    Raises:
+      DataError: a name that is not plain (`tiny_imagenet.plain_name`), a folder that leads
+        outside the source (a link), or one that cannot be listed.
+    """
     if self._zip:
       prefix = f'{self._prefix}{relative}/'
       folders, files = set(), set()
@@ -104,19 +115,36 @@ class FolderSource(tiny_imagenet.Source):
           first, slash, _ = name[len(prefix):].partition('/')
           (folders if slash else files).add(first)
     else:
-      folder = self.path / relative
-      folders = {p.name for p in folder.iterdir() if p.is_dir()}
-      files = {p.name for p in folder.iterdir() if not p.is_dir()}
-    keep = lambda names: sorted((n for n in names if not is_ignored(n)),
-                                key=tiny_imagenet.natural_key)
+      folder = self._inside(relative)  # A link leading outside the source is refused.
+      try:
+        children = list(folder.iterdir())
+      except OSError as e:
+        raise DataError(f'{self.describe(relative)}: cannot list the folder '
+                        f'({e.strerror or e}).') from None
+      folders = {p.name for p in children if p.is_dir()}
+      files = {p.name for p in children if not p.is_dir()}
+    where = self.describe(relative)
+    keep = lambda names: sorted(
+        (tiny_imagenet.plain_name(n, where, 'entry') for n in names if not is_ignored(n)),
+        key=tiny_imagenet.natural_key)
     return keep(folders), keep(files)
 
-  def walk(self, relative: str) -> list[str]:
-    """Paths (relative to the source) of every file below a folder, in natural order."""
+  def walk(self, relative: str, _seen: frozenset = frozenset()) -> list[str]:
+    """Paths (relative to the source) of every file below a folder, in natural order.
+
+    Raises:
+      DataError: a link back to a folder it lies in (the walk would never end).
+    """
+    if not self._zip:
+      real = self._inside(relative)
+      if real in _seen:
+        raise DataError(f'{self.describe(relative)}: links back to {real}, a folder it lies '
+                        'in; remove the link.')
+      _seen = _seen | {real}
     folders, files = self.entries(relative)
     found = [f'{relative}/{f}' for f in files]
     for folder in folders:
-      found += self.walk(f'{relative}/{folder}')
+      found += self.walk(f'{relative}/{folder}', _seen)
     return found
 
   def fingerprint(self) -> str:
@@ -127,9 +155,12 @@ class FolderSource(tiny_imagenet.Source):
     for root, folders, files in os.walk(self.path):
       folders.sort()
       for name in sorted(files):
-        stat = os.stat(os.path.join(root, name))
-        stats.append((os.path.relpath(os.path.join(root, name), self.path), stat.st_size,
-                      stat.st_mtime_ns))
+        path = os.path.join(root, name)
+        try:
+          stat = os.stat(path)
+        except OSError:  # A broken link: read (and refused) when the split is prepared.
+          stat = os.lstat(path)
+        stats.append((os.path.relpath(path, self.path), stat.st_size, stat.st_mtime_ns))
     return hashlib.sha256(repr((str(self.path), stats)).encode()).hexdigest()[:12]
 
 
@@ -252,23 +283,22 @@ def decode_image(data: bytes, name: str, size: int) -> bytes | np.ndarray:
     as (size, size, 3) uint8 RGB pixels (see the module docstring).
 
   Raises:
-    DataError: an empty file, a file of another format, or a damaged image.
+    DataError: an empty, oversized or damaged file, or one of another format
+      (`image_files.open_image`).
   """
-  formats = ', '.join(FORMATS)
-  if not data:
-    raise DataError(f'{name}: empty file; expected an image ({formats}).')
-  if tiny_imagenet.is_kept_jpeg(data, size):
+  # The byte cap of `own_images.load_image` too: it decodes a JPEG with TF exactly when the
+  # builder keeps its bytes, so both see the same pixels.
+  kept_bytes = tiny_imagenet.KEPT_JPEG_MAX_BYTES
+  if len(data) <= kept_bytes and tiny_imagenet.is_kept_jpeg(data, size):
     return data
-  try:
-    with Image.open(io.BytesIO(data), formats=FORMATS) as image:
-      image.load()  # Decodes the whole image: truncated files fail here.
-      if (image.format == 'JPEG' and image.mode in tiny_imagenet.KEPT_MODES
-          and image.size == (size, size)):
-        return data
-      rgb = image.convert('RGB')
-  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-    raise DataError(f'{name}: not a readable image ({e}); expected an image ({formats}): '
-                    'remove the file, or set skip_corrupt=True to skip such files.') from None
+  with image_files.open_image(
+      data, name, failure='not a readable image',
+      expected=(f'an image ({", ".join(FORMATS)}): remove the file, or set skip_corrupt=True '
+                'to skip such files')) as image:
+    if (image.format == 'JPEG' and image.mode in tiny_imagenet.KEPT_MODES
+        and image.size == (size, size) and len(data) <= kept_bytes):
+      return data
+    rgb = image.convert('RGB')
   if rgb.size != (size, size):
     rgb = rgb.resize((size, size), Image.BILINEAR)
   return np.asarray(rgb, dtype=np.uint8)
@@ -350,9 +380,9 @@ def prepared_folder(source: str | os.PathLike, data_dir: str | os.PathLike,
 
 
 def builder_options(config) -> dict:
-  """`make_builder`'s options from a run's config (configs saved before them: defaults)."""
-  return {'image_size': config.image_size, 'val_fraction': config.get('val_fraction', 0.1),
-          'split_seed': config.get('split_seed', 0)}
+  """`make_builder`'s options from a run's config."""
+  return {'image_size': config.image_size, 'val_fraction': config.val_fraction,
+          'split_seed': config.split_seed}
 
 
 def held_out_rows(builder: tfds.core.DatasetBuilder) -> list[tuple[str, str]]:

@@ -8,7 +8,7 @@ the TFRecords every epoch (shards in a seeded order, read in parallel, a bounded
 buffer of serialized records, parsed and decoded a batch at a time, prefetch), so memory
 does not grow with the dataset. `cache='auto'` (the default)
 caches a split only when its decoded images fit `config.cache_max_gib`. Flip, crop, resize
-and normalisation run on the device inside the jitted step (`vgg_flax.preprocess`), which
+and normalisation run on the device inside the jitted step (`vgg_flax.core.preprocess`), which
 is both faster and gives every image its own random crop and flip.
 
 Train batches are shuffled by (seed, epoch), so a resumed run reproduces the order of any

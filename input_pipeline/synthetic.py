@@ -13,15 +13,16 @@ Each class is a combination of a shape, a colour family and a texture; position,
 rotation, background and noise vary per image, so the classes are learnable but not
 trivial. A few percent of the images are saved as grayscale JPEGs, like the real set.
 
-  python -m input_pipeline.synthetic --output /tmp/sample --num_classes 10
+  python -m input_pipeline.synthetic --output=/tmp/sample --num_classes=10
 """
 
-import argparse
+import sys
 import io
 import itertools
 import pathlib
 import zipfile
 
+from absl import flags
 import numpy as np
 from PIL import Image
 
@@ -224,16 +225,25 @@ def write_sample(output_dir, *, num_classes: int = 10, train_per_class: int = 10
 
 
 def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--output', required=True, help='Folder to write the sample into.')
-  parser.add_argument('--num_classes', type=int, default=10)
-  parser.add_argument('--train_per_class', type=int, default=100)
-  parser.add_argument('--val_per_class', type=int, default=20)
-  parser.add_argument('--test_images', type=int, default=100)
-  parser.add_argument('--image_size', type=int, default=64)
-  parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--zip', action='store_true', help='Write tiny-imagenet-200.zip.')
-  args = parser.parse_args(argv)
+  values = flags.FlagValues()
+  flags.DEFINE_string('output', None, 'Folder to write the sample into.', flag_values=values)
+  flags.mark_flag_as_required('output', flag_values=values)
+  flags.DEFINE_integer(
+      'num_classes', 10, 'Classes (distinct shape, colour and texture designs).',
+      flag_values=values)
+  flags.DEFINE_integer('train_per_class', 100, 'Train images per class.', flag_values=values)
+  flags.DEFINE_integer('val_per_class', 20, 'Validation images per class.', flag_values=values)
+  flags.DEFINE_integer('test_images', 100, 'Unlabelled test images.', flag_values=values)
+  flags.DEFINE_integer(
+      'image_size', 64, 'Side of the square images, in pixels.', flag_values=values)
+  flags.DEFINE_integer('seed', 0, 'Seed of the drawing; same seed, same files.', flag_values=values)
+  flags.DEFINE_bool('zip', False, 'Write tiny-imagenet-200.zip.', flag_values=values)
+  try:
+    values(['synthetic', *(sys.argv[1:] if argv is None else argv)])
+  except flags.Error as error:
+    print(f'error: {error}', file=sys.stderr)
+    sys.exit(2)
+  args = values
   path = write_sample(args.output, num_classes=args.num_classes,
                       train_per_class=args.train_per_class, val_per_class=args.val_per_class,
                       test_images=args.test_images, image_size=args.image_size,

@@ -24,12 +24,10 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import io
-import itertools
 import logging
 import os
 import pathlib
 import re
-import shutil
 import tempfile
 import threading
 import urllib.error
@@ -39,12 +37,15 @@ import zlib
 
 import numpy as np
 from PIL import Image
-import tensorflow as tf
 import tensorflow_datasets as tfds
-from tensorflow_datasets.core import writer as tfds_writer
 
-URL = 'http://cs231n.stanford.edu/tiny-imagenet-200.zip'
+from input_pipeline import image_files
+from input_pipeline.image_files import DataError
+
+URL = 'https://cs231n.stanford.edu/tiny-imagenet-200.zip'
 MD5 = '90528d7ca1a48142e341f4ef8d21d0de'
+# The official zip's exact size: the download stops at one byte more.
+ZIP_BYTES = 248_100_043
 IMAGE_SIZE = 64
 OFFICIAL_CONFIG = 'official'
 SPLITS = ('train', 'validation', 'test')
@@ -52,18 +53,35 @@ SPLITS = ('train', 'validation', 'test')
 KEPT_MODES = ('RGB', 'L')
 # A JPEG starts with the start-of-image marker and ends with the end-of-image marker.
 JPEG_START, JPEG_END = b'\xff\xd8', b'\xff\xd9'
-# Threads that read and check the image files while preparing, and how far they read ahead.
-READ_THREADS = 4
+# A 64x64 JPEG at quality 100 takes under 20 KB; a bigger one carries something else after
+# its image (which would be stored as it is), so it is decoded and stored as pixels instead.
+KEPT_JPEG_MAX_BYTES = 48 << 10
+# Threads that read and check the image files while preparing, and how far they read ahead:
+# at most AHEAD files and AHEAD_BYTES of them (by their declared sizes) wait for the writer.
+# No more threads than cores: TFDS serialises each example in the calling thread, under the
+# same GIL, and extra readers only take turns with it (docs/performance.md).
+READ_THREADS = min(4, os.cpu_count() or 1)
 AHEAD = 256
-
-
-class DataError(ValueError):
-  """Missing or malformed input data; the message names the file and what was expected."""
+AHEAD_BYTES = 64 << 20
 
 
 def natural_key(name: str) -> list:
   """Sort key that orders `val_2` before `val_10`."""
   return [int(part) if part.isdigit() else part for part in re.split(r'(\d+)', name)]
+
+
+def plain_name(name: str, where: str, what: str) -> str:
+  """`name` if it names a file or folder inside its folder: no '/', '\\', '..' or '.'.
+
+  Names come from text files and listings of the source (annotations, wnids, zip members),
+  so a crafted one could otherwise point anywhere on the machine, or break a message's line
+  (control characters).
+  """
+  if (not name or name in ('.', '..') or '/' in name or '\\' in name
+      or any(ord(c) < 32 or ord(c) == 127 for c in name)):
+    raise DataError(f'{where}: {what} {name!r} is not a plain file name; expected a name '
+                    'without "/", "\\" or "..", inside its folder.')
+  return name
 
 
 class Source:
@@ -97,6 +115,29 @@ class Source:
       return f'{self.path}:{self._prefix}{relative}'
     return str(self.path / relative)
 
+  def _inside(self, relative: str) -> pathlib.Path:
+    """The file of a folder source, refused if it (or a link on its way) leads outside."""
+    path = self.path / relative
+    try:
+      resolved = path.resolve(strict=True)
+    except FileNotFoundError:
+      raise DataError(f'{self.describe(relative)}: file not found.') from None
+    except OSError as error:
+      raise DataError(f'{self.describe(relative)}: cannot be read ({error.strerror}).') from None
+    if not resolved.is_relative_to(self.path):
+      raise DataError(f'{self.describe(relative)}: leads outside the source (to {resolved}); '
+                      f'every file must lie inside {self.path}.')
+    return resolved
+
+  def size(self, relative: str) -> int:
+    """The file's size in bytes as the source declares it (0 when unknown), read cheaply."""
+    try:
+      if self._zip:
+        return self._zip.getinfo(self._prefix + relative).file_size
+      return (self.path / relative).stat().st_size
+    except (KeyError, OSError):
+      return 0
+
   def exists(self, relative: str) -> bool:
     if self._zip:
       full = self._prefix + relative
@@ -110,26 +151,46 @@ class Source:
       names = {n[len(prefix):].split('/')[0] for n in self._names if n.startswith(prefix)}
       names.discard('')
     else:
-      names = os.listdir(self.path / relative)
-    return sorted(names, key=natural_key)
+      try:
+        names = os.listdir(self._inside(relative))
+      except OSError as e:
+        raise DataError(f'{self.describe(relative)}: cannot list the folder '
+                        f'({e.strerror}).') from None
+    where = self.describe(relative)
+    return sorted((plain_name(n, where, 'entry') for n in names), key=natural_key)
 
   def read_bytes(self, relative: str) -> bytes:
+    """A file's bytes, at most `image_files.MAX_IMAGE_BYTES` of them.
+
+    Raises:
+      DataError: a missing, unreadable, oversized or outside file, a zip bomb, a damaged zip.
+    """
+    where = self.describe(relative)
     try:
       if self._zip:
+        info = self._zip.getinfo(self._prefix + relative)
+        image_files.check_zip_member(info, where)
         with self._zip_lock:
-          return self._zip.read(self._prefix + relative)
-      return (self.path / relative).read_bytes()
-    except (KeyError, FileNotFoundError) as e:
-      raise DataError(f'{self.describe(relative)}: file not found.') from e
+          return self._zip.read(info)
+      return image_files.read_limited(self._inside(relative), where)
+    except KeyError:
+      raise DataError(f'{where}: file not found.') from None
     except (zipfile.BadZipFile, zlib.error, EOFError) as e:
-      raise DataError(f'{self.describe(relative)}: cannot be read from the zip ({e}); the zip '
-                      'is damaged: download it again.') from None
+      raise DataError(f'{where}: cannot be read from the zip ({e}); the zip is damaged: '
+                      'download it again.') from None
+    except OSError as e:  # A folder where a file belongs, no permission, an I/O error.
+      raise DataError(f'{where}: cannot be read ({e.strerror or e}).') from None
 
   def read_lines(self, relative: str, expected: str) -> list[str]:
     """Non-empty lines of a text file; a missing file is a DataError saying what it holds."""
     if not self.exists(relative):
       raise DataError(f'{self.describe(relative)} not found; expected {expected}.')
-    return [l for l in self.read_bytes(relative).decode().splitlines() if l.strip()]
+    try:
+      text = self.read_bytes(relative).decode('utf-8')
+    except UnicodeDecodeError as e:
+      raise DataError(f'{self.describe(relative)}: not UTF-8 text (byte {e.start}); expected '
+                      f'{expected}.') from None
+    return [l for l in text.splitlines() if l.strip()]
 
   def fingerprint(self) -> str:
     """Changes with the resolved path, size and modification time of the source."""
@@ -142,7 +203,7 @@ class Source:
 
 def read_wnids(source: Source) -> list[str]:
   """The wnids of `wnids.txt`, sorted: the class index order."""
-  wnids = [l.strip() for l in source.read_lines(
+  wnids = [plain_name(l.strip(), source.describe('wnids.txt'), 'wnid') for l in source.read_lines(
       'wnids.txt', 'one wnid (e.g. n01443537) a line, the Tiny ImageNet class list')]
   if len(set(wnids)) != len(wnids):
     raise DataError(f'{source.describe("wnids.txt")}: repeated wnids; expected each once.')
@@ -207,7 +268,8 @@ def validation_files(source: Source, wnids: list[str]) -> list[tuple[str, str, i
     if len(fields) < 2:
       raise DataError(f'{source.describe(annotations)}:{number}: {line!r}; expected '
                       '"file<TAB>wnid<TAB>x0<TAB>y0<TAB>x1<TAB>y1".')
-    name, wnid = fields[0].strip(), fields[1].strip()
+    name = plain_name(fields[0].strip(), f'{source.describe(annotations)}:{number}', 'file')
+    wnid = fields[1].strip()
     if wnid not in labels:
       raise DataError(f'{source.describe(annotations)}:{number}: wnid {wnid} of {name} is '
                       f'not in wnids.txt; expected one of its {len(wnids)} wnids.')
@@ -235,7 +297,7 @@ def decode_image(data: bytes, name: str) -> bytes | np.ndarray:
   """
   if not data:
     raise DataError(f'{name}: empty file; expected a {IMAGE_SIZE}x{IMAGE_SIZE} JPEG image.')
-  if is_kept_jpeg(data):
+  if len(data) <= KEPT_JPEG_MAX_BYTES and is_kept_jpeg(data):
     return data
   return fully_decoded_image(data, name)
 
@@ -254,22 +316,18 @@ def is_kept_jpeg(data: bytes, size: int = IMAGE_SIZE) -> bool:
   try:
     with Image.open(io.BytesIO(data), formats=('JPEG',)) as image:
       return image.mode in KEPT_MODES and image.size == (size, size)
-  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+  except Exception:  # pylint: disable=broad-except  # Any doubt: the full decode words it.
     return False
 
 
 def fully_decoded_image(data: bytes, name: str) -> bytes | np.ndarray:
   """`decode_image` by a full PIL decode: the original bytes or (64, 64, 3) uint8 pixels."""
-  try:
-    with Image.open(io.BytesIO(data)) as image:
-      image.load()  # Decodes the whole image: truncated files fail here.
-      if (image.format == 'JPEG' and image.mode in KEPT_MODES
-          and image.size == (IMAGE_SIZE, IMAGE_SIZE)):
-        return data
-      rgb = image.convert('RGB')
-  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-    raise DataError(f'{name}: cannot decode the image ({e}); expected a complete '
-                    f'{IMAGE_SIZE}x{IMAGE_SIZE} JPEG image.') from None
+  with image_files.open_image(
+      data, name, expected=f'a complete {IMAGE_SIZE}x{IMAGE_SIZE} JPEG image') as image:
+    if (image.format == 'JPEG' and image.mode in KEPT_MODES
+        and image.size == (IMAGE_SIZE, IMAGE_SIZE) and len(data) <= KEPT_JPEG_MAX_BYTES):
+      return data
+    rgb = image.convert('RGB')
   if rgb.size != (IMAGE_SIZE, IMAGE_SIZE):
     rgb = rgb.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
   return np.asarray(rgb, dtype=np.uint8)
@@ -282,8 +340,8 @@ def checked_images(source: Source, files: list[tuple[str, str, int]], *,
   """`decode` (`decode_image`) of each file, in the order of `files`, read by a pool of threads.
 
   Reading a file and decoding an image release the GIL, so the threads overlap them with
-  each other and with TFDS's serialisation in the calling thread. At most `AHEAD` images
-  are held ahead of the caller.
+  each other and with TFDS's serialisation in the calling thread. At most `AHEAD` images,
+  and `AHEAD_BYTES` of them by their declared sizes, are held ahead of the caller.
 
   Args:
     source: the dataset files.
@@ -303,13 +361,17 @@ def checked_images(source: Source, files: list[tuple[str, str, int]], *,
       return error
 
   with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-    pending = collections.deque()
+    pending, pending_bytes = collections.deque(), 0
     for relative, _, _ in files:
-      pending.append(pool.submit(check, relative))
-      if len(pending) >= AHEAD:
-        yield pending.popleft().result()
+      size = min(source.size(relative), image_files.MAX_IMAGE_BYTES)
+      while pending and (len(pending) >= AHEAD or pending_bytes + size > AHEAD_BYTES):
+        future, done_size = pending.popleft()
+        pending_bytes -= done_size
+        yield future.result()
+      pending.append((pool.submit(check, relative), size))
+      pending_bytes += size
     while pending:
-      yield pending.popleft().result()
+      yield pending.popleft()[0].result()
 
 
 @dataclasses.dataclass(eq=False)
@@ -326,7 +388,10 @@ class TinyImagenetConfig(tfds.core.BuilderConfig):
 
 
 def download_official(download_dir: str | os.PathLike) -> pathlib.Path:
-  """Downloads the official zip once and checks its MD5.
+  """Downloads the official zip once over HTTPS, checking its size and MD5.
+
+  At most `ZIP_BYTES` + 1 bytes are read, into a temporary file beside the target that is
+  removed on any failure, Ctrl-C included; the zip appears under its name only when whole.
 
   Args:
     download_dir: folder that keeps the zip.
@@ -335,29 +400,45 @@ def download_official(download_dir: str | os.PathLike) -> pathlib.Path:
     The path of `tiny-imagenet-200.zip`.
 
   Raises:
-    DataError: offline, or the download does not have the official MD5.
+    DataError: offline, or the download does not have the official size and MD5.
   """
   path = pathlib.Path(download_dir) / 'tiny-imagenet-200.zip'
   if path.exists() and file_md5(path) == MD5:
     return path
   path.parent.mkdir(parents=True, exist_ok=True)
   logging.info('Downloading %s to %s.', URL, path)
+  with tempfile.NamedTemporaryFile(dir=path.parent, prefix='.tiny-imagenet-200.',
+                                   suffix='.part', delete=False) as partial:
+    try:
+      copied = fetch(URL, partial, ZIP_BYTES + 1)
+      partial.close()
+      if copied != ZIP_BYTES or (md5 := file_md5(partial.name)) != MD5:
+        got = f'{copied:,} bytes' if copied != ZIP_BYTES else f'MD5 {md5}'
+        raise DataError(f'{URL}: the download has {got}; expected {ZIP_BYTES:,} bytes with '
+                        f'MD5 {MD5}. Download it again, or set config.data_source to a copy '
+                        'you trust.')
+      os.replace(partial.name, path)
+    except BaseException:
+      pathlib.Path(partial.name).unlink(missing_ok=True)
+      raise
+  return path
+
+
+def fetch(url: str, out, limit: int) -> int:
+  """Copies at most `limit` bytes of `url` into the file `out`; returns how many."""
   try:
-    with urllib.request.urlopen(URL, timeout=30) as response, tempfile.NamedTemporaryFile(
-        dir=path.parent, delete=False) as partial:
-      shutil.copyfileobj(response, partial)
+    with urllib.request.urlopen(url, timeout=30) as response:
+      copied = 0
+      while copied < limit and (block := response.read(min(1 << 20, limit - copied))):
+        out.write(block)
+        copied += len(block)
+      return copied
   except (urllib.error.URLError, OSError) as e:
-    raise DataError(f'cannot download {URL} ({e}); download tiny-imagenet-200.zip yourself '
+    raise DataError(f'cannot download {url} ({e}); download tiny-imagenet-200.zip yourself '
                     'and set config.data_source to its path (or to the extracted folder), or '
                     'run offline on the generated sample: python main.py '
                     '--config=configs/smoke.py (or add --config.sample.enabled=True).'
                     ) from None
-  if (md5 := file_md5(partial.name)) != MD5:
-    os.remove(partial.name)
-    raise DataError(f'{URL}: downloaded file has MD5 {md5}; expected {MD5}. Download it '
-                    'again, or set config.data_source to a copy you trust.')
-  os.replace(partial.name, path)
-  return path
 
 
 def file_md5(path: str | os.PathLike) -> str:
@@ -467,73 +548,3 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
     if skipped:
       logging.warning('skip_corrupt: skipped %d unreadable images of %d in split %s: %s',
                       len(skipped), len(files), split, ', '.join(skipped[:10]))
-
-  # Serialise the examples here and hand them to TFDS's shard writer (False: TFDS's generic
-  # path, which tests/test_preparation.py compares against).
-  direct_writer = True
-
-  def _download_and_prepare(self, dl_manager, download_config):
-    """Writes each split with TFDS's shard writer, the examples serialised here.
-
-    `GeneratorBasedBuilder` would encode every example through the features and serialise
-    it generically, which costs more than checking the image; these three features
-    serialise directly to the same `tf.train.Example`s. The examples, their order, the
-    shards and their names are TFDS's own.
-    """
-    if not self.direct_writer:
-      return super()._download_and_prepare(dl_manager, download_config)
-    split_generators = self._split_generators(dl_manager)  # Checks every split's files first.
-    serialize = example_serializer(self.info.features)
-    self.info.set_splits(tfds.core.SplitDict([
-        self._write_split(split, (serialize(example) for _, example in examples),
-                          download_config)
-        for split, examples in split_generators.items()]))
-
-  def _write_split(self, split: str, records: Iterator[bytes],
-                   download_config: tfds.download.DownloadConfig) -> tfds.core.SplitInfo:
-    """Writes one split's serialised examples into shards, in order, as TFDS names them."""
-    filename_template = self._get_filename_template(split_name=split)
-    writer = tfds_writer.Writer(
-        serializer=_Serialized(), filename_template=filename_template, hash_salt=split,
-        disable_shuffling=True, example_writer=self._example_writer(),
-        shard_config=download_config.get_shard_config())
-    # TFDS's option to write only the first examples of each split, as its generic path does.
-    limit = download_config.max_examples_per_split
-    for index, record in enumerate(itertools.islice(records, limit)):
-      writer.write(index, record)
-    shard_lengths, num_bytes = writer.finalize()
-    return tfds.core.SplitInfo(name=split, shard_lengths=shard_lengths, num_bytes=num_bytes,
-                               filename_template=filename_template)
-
-
-class _Serialized:
-  """A TFDS writer's serializer for examples that are serialised already."""
-
-  def serialize_example(self, example: bytes) -> bytes:
-    return example
-
-
-def example_serializer(features: tfds.features.FeaturesDict):
-  """A function from an example of this builder to its serialised `tf.train.Example`.
-
-  The same example as TFDS's `features.serialize_example(features.encode_example(example))`
-  (the image encoded by its feature only when it is pixels) at a fraction of the cost.
-  """
-  image_feature, label_feature = features['image'], features['label']
-
-  def serialize(example: dict) -> bytes:
-    image = example['image']
-    values = {
-        'image': tf.train.Feature(bytes_list=tf.train.BytesList(value=[
-            image if isinstance(image, bytes) else image_feature.encode_example(image)])),
-        'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[
-            label_feature.encode_example(example['label'])])),
-        'file_name': tf.train.Feature(bytes_list=tf.train.BytesList(value=[
-            example['file_name'].encode()])),
-    }
-    # Deterministic: the features in name order, so preparing again writes the same bytes
-    # (protobuf otherwise orders a map's entries by a hash seeded per process).
-    return tf.train.Example(features=tf.train.Features(feature=values)).SerializeToString(
-        deterministic=True)
-
-  return serialize

@@ -6,12 +6,13 @@ import dataclasses
 import os
 import pathlib
 import shutil
+import subprocess
 import tempfile
 from typing import Any
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 # One persistent JAX compilation cache for the session: this process (JAX reads these when
-# first imported, below) and every main.py it starts (`platform.enable_compilation_cache`
+# first imported, below) and every main.py it starts (`compile_cache.enable_compilation_cache`
 # takes the variable over the folder beside the workdir), so each tiny program compiles once.
 # Tests of the cache itself give their own folders. Removed when the session ends.
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
@@ -38,6 +39,25 @@ from input_pipeline import synthetic  # pylint: disable=g-import-not-at-top
 
 # Small enough to prepare in well under a second, big enough for several batches.
 SAMPLE = dict(num_classes=4, train_per_class=24, val_per_class=8, test_images=12, seed=0)
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+  """Mounts a tmpfs of the given size (`tmpfs('4m')`) and returns its folder; unmounted after
+  the test. Disk-full tests need a disk that really fills."""
+  mounted = []
+
+  def mount(size: str) -> pathlib.Path:
+    mount_point = tmp_path / f'tmpfs_{len(mounted)}'
+    mount_point.mkdir()
+    subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(mount_point)],
+                   check=True)
+    mounted.append(mount_point)
+    return mount_point
+
+  yield mount
+  for mount_point in mounted:
+    subprocess.run(['umount', '-l', str(mount_point)], check=True)
 
 
 @pytest.fixture(scope='session')
@@ -117,10 +137,12 @@ def trained_run(make_data_config, tmp_path_factory):
 # pytest.ini runs the files on two xdist workers, one file per worker at a time (loadfile),
 # handed out in collection order (--no-loadscope-reorder). The longest files go first, so that
 # the many short ones fill in beside them instead of leaving one worker alone at the end
-# (seconds on 2 busy cores, whole suite: smoke 110, faults 120, multiprocess 30-70,
-# benchmarks 55, steps 45; fast set: steps 30, models 22, conv 17, step features 16).
+# (seconds on 2 busy cores, whole suite: smoke 110-265, faults 120-200, multiprocess 30-70,
+# benchmarks 55-100, hostile input 80, steps 45, image folder 40, Grad-CAM 27; fast set:
+# hostile input 80, steps 30, models 22, conv 17, step features 16, Grad-CAM 10).
 LONGEST_FIRST = ('test_smoke.py', 'test_faults.py', 'test_multiprocess.py', 'test_benchmarks.py',
-                 'test_steps.py', 'test_predict.py', 'test_init_from.py', 'test_conv.py',
+                 'test_hostile_input.py', 'test_steps.py', 'test_image_folder.py',
+                 'test_predict.py', 'test_gradcam.py', 'test_init_from.py', 'test_conv.py',
                  'test_models.py', 'test_train.py', 'test_train_step_features.py',
                  'test_grad_accum.py', 'test_streaming.py')
 

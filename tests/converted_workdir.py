@@ -1,7 +1,7 @@
 """Workdirs for prediction tests without training: random variables written as `best/`.
 
 Training even a tiny model costs seconds per test module; evaluate, predict and export only
-need a `config.json` and a `best/` checkpoint, which `convert.write_converted_workdir` writes
+need a `config.json` and a `best/` checkpoint, which `commands.write_converted_workdir` writes
 exactly as training does. The variables are made "sharp" (He-scaled dense layers,
 non-trivial BatchNorm statistics), so the probabilities are far from uniform and a
 comparison at 1e-4 means something.
@@ -11,8 +11,8 @@ import jax
 import numpy as np
 
 from configs import default
-from vgg_flax import convert
-from vgg_flax import models
+from vgg_flax.core import models
+from vgg_flax.interop import commands
 
 
 def small_config(sample_folder, data_dir, *, image_size=64, depth=11):
@@ -56,5 +56,5 @@ def write_workdir(workdir, config, num_classes: int, *, seed: int = 0) -> dict:
   """A workdir with `config.json` and a `best/` of sharp random variables; returns them."""
   model = models.create_model(config.model, num_classes=num_classes)
   variables = sharp_variables(model, config.image_size, seed)
-  convert.write_converted_workdir(config, variables, str(workdir))
+  commands.write_converted_workdir(config, variables, str(workdir))
   return variables

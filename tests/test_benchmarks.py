@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from configs import default
-from vgg_flax import factory
-from vgg_flax import sharding
+from vgg_flax.core import factory
+from vgg_flax.core import sharding
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPU_ENV = dict(os.environ, JAX_PLATFORMS='cpu')
@@ -28,7 +28,7 @@ def run_python(args, timeout=240):
 def test_throughput_writes_json_with_positive_numbers(tmp_path):
   out = tmp_path / 'result.json'
   result = run_python([
-      'benchmarks/throughput.py', '--depth=11', '--width=8', '--hidden_units=16',
+      '-m', 'benchmarks.throughput', '--depth=11', '--width=8', '--hidden_units=16',
       '--batch_size=8', '--eval_batch_size=8', '--image_size=32', '--repeats=2',
       '--reference=torch', '--torch_settings=torch_fp32,torch_bf16', f'--json={out}'])
   assert result.returncode == 0, result.stderr[-3000:]
@@ -51,7 +51,8 @@ def test_benchmark_and_step_modules_import_no_tensorflow():
       import sys
       sys.argv = ['x']
       from benchmarks import throughput, torch_reference
-      from vgg_flax import factory, models, steps, preprocess, platform
+      from vgg_flax.core import factory, models, steps, preprocess
+      from vgg_flax.cli import compile_cache
       loaded = sorted(m for m in sys.modules if m == 'tensorflow' or m.startswith('tensorflow.'))
       assert not loaded, loaded
       print('NO_TF')
@@ -98,7 +99,7 @@ def test_bfloat16_training_converges_like_float32(dtype):
   assert np.mean(lowered[-5:]) < np.mean(reference[-5:]) + 0.1 * reference[0]
 
 
-# --- Issue 16: accelerator script, memory, checkpoint overlap, one-line errors -------------
+# --- The accelerator script, memory, checkpoint overlap, one-line errors --------------------
 
 
 def test_unknown_torch_setting_is_a_one_line_error(capsys):
@@ -110,45 +111,6 @@ def test_unknown_torch_setting_is_a_one_line_error(capsys):
   assert err.splitlines() == [
       "error: --torch_settings: unknown 'torch_amx'; choose from torch_fp32, "
       'torch_channels_last, torch_bf16.']
-
-
-def test_plain_config_holds_exactly_the_default_fields():
-  from benchmarks import bench_config  # pylint: disable=g-import-not-at-top
-  load = bench_config._load_default_with  # pylint: disable=protected-access
-  plain = load(bench_config.PlainConfig)
-  assert isinstance(plain.model, bench_config.PlainConfig)
-  assert json.loads(json.dumps(plain)) == json.loads(default.get_config().to_json())
-  assert plain.get('grad_accum_steps', 7) == 1 and plain.augment.flip is True
-
-
-def test_fallback_metrics_compute_what_clu_computes():
-  from clu import metrics as clu_metrics  # pylint: disable=g-import-not-at-top
-  from vgg_flax import metrics as vgg_metrics  # pylint: disable=g-import-not-at-top
-  from vgg_flax import metrics_fallback  # pylint: disable=g-import-not-at-top
-  import flax  # pylint: disable=g-import-not-at-top
-
-  def collection(module):
-    @flax.struct.dataclass
-    class Metrics(module.Collection):
-      loss: module.Average.from_output('loss')
-      accuracy: module.Average.from_fun(vgg_metrics._top1)  # pylint: disable=protected-access
-      learning_rate: module.LastValue.from_output('learning_rate')
-    return Metrics
-
-  rng = np.random.default_rng(0)
-  outputs = [dict(loss=rng.random(6).astype(np.float32), logits=rng.random((6, 5)),
-                  labels=rng.integers(0, 5, 6), mask=np.array([1, 1, 1, 1, 0, 0], bool),
-                  learning_rate=np.float32(lr)) for lr in (0.1, 0.2)]
-  computed = []
-  for module in (clu_metrics, metrics_fallback):
-    metrics_class = collection(module)
-    merged = None
-    for output in outputs:
-      step = jax.jit(lambda o, c=metrics_class: c.single_from_model_output(**o))(output)
-      merged = step if merged is None else merged.merge(step)
-    computed.append({k: float(v) for k, v in merged.compute().items()})
-  assert computed[1] == pytest.approx(computed[0], rel=1e-6)
-  assert computed[1]['learning_rate'] == pytest.approx(0.2)
 
 
 def test_peak_flops_by_device_kind():
@@ -201,15 +163,15 @@ def test_checkpoint_overlap_reports_the_saves(tmp_path):
 
 
 # What a fresh GPU host lacks (name prefixes in site-packages): the benchmark needs none of it.
-ABSENT_ON_GPU_HOSTS = ('tensorflow', 'tensorboard', 'tf_keras', 'keras', 'ml_collections')
+ABSENT_ON_GPU_HOSTS = ('tensorflow', 'tensorboard', 'tf_keras', 'keras')
 
 
 def absent_on_gpu_hosts(name: str) -> bool:
-  return name.startswith(ABSENT_ON_GPU_HOSTS) or name == 'clu' or name.startswith('clu-')
+  return name.startswith(ABSENT_ON_GPU_HOSTS)
 
 
 def site_without_tensorflow(tmp_path):
-  """A Python launcher whose only packages are this venv's, less TF, TFDS, clu, ml_collections."""
+  """A Python launcher whose only packages are this venv's, less TensorFlow and TFDS."""
   site = tmp_path / 'site'
   site.mkdir()
   for entry in pathlib.Path(jax.__file__).resolve().parents[1].iterdir():
@@ -222,13 +184,13 @@ def site_without_tensorflow(tmp_path):
 
 
 @pytest.mark.slow
-def test_gpu_script_runs_on_the_cpu_without_tensorflow_clu_or_ml_collections(tmp_path):
+def test_gpu_script_runs_on_the_cpu_without_tensorflow(tmp_path):
   env, python = site_without_tensorflow(tmp_path)
   probe = subprocess.run(
       [str(python), '-c', 'import importlib.util as u; print([m for m in ("tensorflow", '
        '"tensorflow_datasets", "clu", "ml_collections", "jax", "torch") if u.find_spec(m)])'],
       env=env, capture_output=True, text=True, check=True)
-  assert probe.stdout.strip() == "['jax', 'torch']"
+  assert probe.stdout.strip() == "['clu', 'ml_collections', 'jax', 'torch']"
   out = tmp_path / 'out'
   result = subprocess.run(['bash', 'benchmarks/gpu.sh', str(out), '--depths=11',
                            '--dtypes=float32'], cwd=REPO, env=env, capture_output=True,

@@ -1,4 +1,4 @@
-"""`vgg_flax.checkpointing` on its own: small pytrees, no model, no training loop."""
+"""`vgg_flax.workdir.checkpoints` on its own: small pytrees, no model, no training loop."""
 
 import os
 
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vgg_flax import checkpointing
+from vgg_flax.workdir import checkpoints as checkpointing
 
 
 def state_of(epoch: int) -> dict:

@@ -11,8 +11,8 @@ import pytest
 from configs import smoke
 from input_pipeline import pipeline
 from input_pipeline import tiny_imagenet
-from vgg_flax import cli
-from vgg_flax import configuration
+from vgg_flax.cli import flags as cli
+from vgg_flax.workdir import config as configuration
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -220,3 +220,14 @@ def test_main_answers_a_flag_mistake_without_importing_jax_or_tensorflow(tmp_pat
               for line in result.stderr.splitlines() if line.startswith('import time:')}
   assert {'absl', 'ml_collections', 'vgg_flax'} <= imported
   assert not imported & {'jax', 'jaxlib', 'tensorflow', 'flax', 'orbax'}
+
+
+def test_main_on_a_python_older_than_3_12_says_which_is_needed():
+  # main.py as an older interpreter would run it: the check comes before any import.
+  script = ('import runpy, sys; sys.version_info = (3, 11, 7, "final", 0); '
+            'runpy.run_path("main.py", run_name="__main__")')
+  result = subprocess.run([sys.executable, '-c', script], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+  assert result.returncode == 2
+  assert result.stderr == ('error: vgg_flax needs Python 3.12 or newer (JAX 0.11 and later '
+                           'do); this is Python 3.11. Make the venv with python3.12.\n')

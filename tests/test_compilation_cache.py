@@ -8,12 +8,11 @@ import sys
 import textwrap
 import time
 
-import ml_collections
 import pytest
 
 from configs import default
-from vgg_flax import configuration
-from vgg_flax import platform
+from vgg_flax.workdir import config as configuration
+from vgg_flax.cli import compile_cache as platform
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -23,7 +22,8 @@ COMPILE_SCRIPT = textwrap.dedent('''
     import jax
     from jax import monitoring
     from configs import default
-    from vgg_flax import factory, platform
+    from vgg_flax.cli import compile_cache as platform
+    from vgg_flax.core import factory
     events = []
     monitoring.register_event_listener(lambda name, **_: events.append(name))
     config = default.get_config()
@@ -62,7 +62,7 @@ def test_cache_off_leaves_jax_alone(tmp_path):
 
 
 def test_configs_saved_before_the_fields_existed_get_the_defaults(tmp_path):
-  old = ml_collections.ConfigDict({'batch_size': 8})
+  old = configuration.migrate({'batch_size': 8})
   assert platform.compilation_cache_dir(old, tmp_path / 'w') == tmp_path / '.jax_cache'
 
 

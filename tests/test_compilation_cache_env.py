@@ -4,7 +4,7 @@
 import jax
 
 from configs import default
-from vgg_flax import platform
+from vgg_flax.cli import compile_cache as platform
 
 
 def enabled_folder(monkeypatch, config, workdir):

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from configs import default
-from vgg_flax import configuration
+from vgg_flax.workdir import config as configuration
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {'vgg11': (11, False), 'vgg13': (13, False), 'vgg16': (16, False),

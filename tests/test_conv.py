@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from configs import default
-from vgg_flax import configuration
-from vgg_flax import conv
-from vgg_flax import factory
-from vgg_flax import sharding
+from vgg_flax.workdir import config as configuration
+from vgg_flax.core import conv
+from vgg_flax.core import factory
+from vgg_flax.core import sharding
 from vgg_flax import train
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
@@ -118,8 +118,9 @@ def test_switch_names_are_checked():
   with pytest.raises(configuration.ConfigError) as error:
     configuration.validate_config(config)
   assert str(error.value) == "cpu_conv_grad='fast' is not one of 'taps', 'xla'."
-  del config['cpu_conv_grad']  # A config.json from before the switch still validates.
-  configuration.validate_config(config)
+  old = configuration.config_to_dict(config)
+  del old['cpu_conv_grad']  # A config.json from before the switch still validates.
+  configuration.validate_config(configuration.migrate(old))
 
 
 def one_step(cpu_conv_grad, depth, conv1x1):

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from vgg_flax import convert
-from vgg_flax import models
+from vgg_flax.core import models
+from vgg_flax.interop import commands
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -200,7 +201,7 @@ def test_convert_file_round_trip(tmp_path):
   config.model.update(depth=16, conv1x1=True, width=WIDTH, hidden_units=HIDDEN)
   assert isinstance(config, ml_collections.ConfigDict)
 
-  model, variables = convert.convert_file(path, config)
+  model, variables = commands.convert_file(path, config)
 
   assert model.num_classes == NUM_CLASSES  # Read from the last Linear layer.
   assert_same_logits(torch_model, model, variables, size=64)
@@ -238,13 +239,13 @@ def test_conv1x1_weights_for_a_3x3_model_point_at_conv1x1():
 
 def test_write_converted_workdir_saves_config_and_variables(tmp_path):
   from configs import default  # pylint: disable=g-import-not-at-top
-  from vgg_flax import checkpointing  # pylint: disable=g-import-not-at-top
+  from vgg_flax.workdir import checkpoints as checkpointing  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   config.model.update(depth=11, width=WIDTH, hidden_units=HIDDEN)
   model = flax_model(11)
   variables = convert.from_torch_state_dict(randomize(OriginalVGG(11)).state_dict(), model)
 
-  convert.write_converted_workdir(config, variables, str(tmp_path / 'run'))
+  commands.write_converted_workdir(config, variables, str(tmp_path / 'run'))
 
   assert (tmp_path / 'run' / 'config.json').read_text().count('"depth": 11') == 1
   abstract = jax.eval_shape(lambda: variables)
@@ -252,7 +253,7 @@ def test_write_converted_workdir_saves_config_and_variables(tmp_path):
   assert loop == {'epoch': 0, 'converted': True}
   jax.tree.map(np.testing.assert_array_equal, restored, dict(variables))
   with pytest.raises(ValueError, match='already holds a best/ checkpoint'):
-    convert.write_converted_workdir(config, variables, str(tmp_path / 'run'))
+    commands.write_converted_workdir(config, variables, str(tmp_path / 'run'))
 
 
 @pytest.mark.slow  # Subprocesses: imports and compilation.

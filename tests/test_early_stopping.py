@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from vgg_flax.early_stopping import EarlyStopping
+from vgg_flax.train.early_stopping import EarlyStopping
 
 
 def run_losses(losses, patience, min_delta=0.0):

@@ -12,11 +12,12 @@ import torch
 import converted_workdir
 import torch_models
 from vgg_flax import convert
-from vgg_flax import export
-from vgg_flax import inference
-from vgg_flax import models
-from vgg_flax import own_images
-from vgg_flax import workdir as workdirs
+from vgg_flax.modes import predictions as inference
+from vgg_flax.core import models
+from vgg_flax.modes import own_images
+from vgg_flax.interop import commands
+from vgg_flax.workdir import restore
+from vgg_flax.interop import torch_weights
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -57,7 +58,7 @@ def workdir(tmp_path_factory, sample_folder, tfds_data_dir, sample_params):
 def predicted(workdir, sample_folder, tfds_data_dir):
   """`--mode=predict`'s probabilities on the sample's test JPEGs, and those images' pixels."""
   config = converted_workdir.small_config(sample_folder, tfds_data_dir)
-  restored = workdirs.restore_model('run', workdir, runtime=config, data=config)
+  restored = restore.restore_model('run', workdir, runtime=config, data=config)
   predictions = inference.predict_split(restored, 'test')
   folder = pathlib.Path(sample_folder) / 'test' / 'images'
   images = np.stack([own_images.load_image(str(folder / name), (64, 64, 3))
@@ -80,7 +81,7 @@ def prefixes(state_dict):
 
 def test_original_layout_counts_pools_in_the_layer_index():
   model = small_model()
-  state = export.to_torch_state_dict(
+  state = torch_weights.to_torch_state_dict(
       converted_workdir.sharp_variables(model, 32), model, 'original')
   # VGG-11: block, pool, block, pool, block, block, pool, block, block, pool, block, block.
   blocks = [0, 2, 4, 5, 7, 8, 10, 11]
@@ -97,7 +98,7 @@ def test_original_layout_counts_pools_in_the_layer_index():
 ])
 def test_torchvision_layout_numbers_features_like_torchvision(batch_norm, convs):
   model = small_model(batch_norm=batch_norm)
-  state = export.to_torch_state_dict(
+  state = torch_weights.to_torch_state_dict(
       converted_workdir.sharp_variables(model, 32), model, 'torchvision')
   conv_names = [p for p in prefixes(state) if state[f'{p}.weight'].ndim == 4]
   assert conv_names == [f'features.{i}' for i in convs]
@@ -106,13 +107,13 @@ def test_torchvision_layout_numbers_features_like_torchvision(batch_norm, convs)
   assert prefixes(state)[-3:] == ['classifier.0', 'classifier.3', 'classifier.6']
 
 
-@pytest.mark.parametrize('layout', export.LAYOUTS)
+@pytest.mark.parametrize('layout', torch_weights.LAYOUTS)
 @pytest.mark.parametrize('depth,conv1x1,batch_norm', [(11, False, True), (16, True, True),
                                                       (11, False, False)])
 def test_export_then_convert_is_the_identity(layout, depth, conv1x1, batch_norm):
   model = small_model(depth, batch_norm, conv1x1)
   variables = converted_workdir.sharp_variables(model, 32, seed=depth)
-  back = convert.from_torch_state_dict(export.to_torch_state_dict(variables, model, layout),
+  back = convert.from_torch_state_dict(torch_weights.to_torch_state_dict(variables, model, layout),
                                        model)
   assert jax.tree.structure(back) == jax.tree.structure(variables)
   for got, want in zip(jax.tree.leaves(back), jax.tree.leaves(variables)):
@@ -122,7 +123,7 @@ def test_export_then_convert_is_the_identity(layout, depth, conv1x1, batch_norm)
 def test_fc1_inputs_go_back_to_channel_major_order():
   # A row in Flax's (h, w, c) order over a 2x2 pool of 2 channels: entry (h, w, c) holds
   # 4h + 2w + c. In torch's (c, h, w) order channel 0 comes first: 0, 2, 4, 6, then 1, 3, 5, 7.
-  nchw = convert.fc1_rows_to_nchw(np.arange(8, dtype=np.float32)[None], (2, 2), 2)
+  nchw = torch_weights.fc1_rows_to_nchw(np.arange(8, dtype=np.float32)[None], (2, 2), 2)
   np.testing.assert_array_equal(nchw, [[0, 2, 4, 6, 1, 3, 5, 7]])
 
 
@@ -136,7 +137,7 @@ def test_fc1_inputs_go_back_to_channel_major_order():
 def test_torch_model_predicts_like_predict(workdir, predicted, tmp_path, layout, module):
   probabilities, images = predicted
   path = tmp_path / f'{layout}.pt'
-  summary = export.export_workdir(workdir, path, fmt='torch', layout=layout)
+  summary = commands.export_workdir(workdir, path, fmt='torch', layout=layout)
   assert summary['num_classes'] == 4 and summary['depth'] == 11
   torch_model = module()
   torch_model.load_state_dict(torch.load(path, weights_only=True), strict=True)
@@ -147,7 +148,7 @@ def test_torch_model_predicts_like_predict(workdir, predicted, tmp_path, layout,
 def test_saved_model_predicts_like_predict(workdir, predicted, tmp_path):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   probabilities, images = predicted
-  export.export_workdir(workdir, tmp_path / 'saved', fmt='saved_model')
+  commands.export_workdir(workdir, tmp_path / 'saved', fmt='saved_model')
   serve = tf.saved_model.load(str(tmp_path / 'saved')).signatures['serving_default']
   spec = serve.structured_input_signature[1]['images']
   assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, 64, 64, 3]
@@ -186,19 +187,19 @@ def test_workdir_without_best_checkpoint(workdir, tmp_path):
   empty = tmp_path / 'untrained'
   empty.mkdir()
   (empty / 'config.json').write_text((workdir / 'config.json').read_text())
-  with pytest.raises(export.ExportError) as raised:
-    export.export_workdir(empty, tmp_path / 'out.pt')
+  with pytest.raises(commands.ExportError) as raised:
+    commands.export_workdir(empty, tmp_path / 'out.pt')
   assert_one_line(raised, str(empty), 'no best/ checkpoint')
   assert not (tmp_path / 'out.pt').exists()
 
 
 def test_missing_or_foreign_workdir(tmp_path):
-  with pytest.raises(export.ExportError) as raised:
-    export.export_workdir(tmp_path / 'nowhere', tmp_path / 'out.pt')
+  with pytest.raises(commands.ExportError) as raised:
+    commands.export_workdir(tmp_path / 'nowhere', tmp_path / 'out.pt')
   assert_one_line(raised, f'workdir {tmp_path / "nowhere"} does not exist')
   (tmp_path / 'notes').mkdir()
-  with pytest.raises(export.ExportError) as raised:
-    export.export_workdir(tmp_path / 'notes', tmp_path / 'out.pt')
+  with pytest.raises(commands.ExportError) as raised:
+    commands.export_workdir(tmp_path / 'notes', tmp_path / 'out.pt')
   assert_one_line(raised, 'notes holds no config.json')
 
 
@@ -207,8 +208,8 @@ def test_missing_or_foreign_workdir(tmp_path):
     ('torch', 'caffe', "--layout='caffe' is not one of original, torchvision"),
 ])
 def test_unknown_format_or_layout(workdir, tmp_path, fmt, layout, fragment):
-  with pytest.raises(export.ExportError) as raised:
-    export.export_workdir(workdir, tmp_path / 'out', fmt=fmt, layout=layout)
+  with pytest.raises(commands.ExportError) as raised:
+    commands.export_workdir(workdir, tmp_path / 'out', fmt=fmt, layout=layout)
   assert_one_line(raised, fragment)
   assert not list(tmp_path.iterdir())
 
@@ -216,8 +217,8 @@ def test_unknown_format_or_layout(workdir, tmp_path, fmt, layout, fragment):
 def test_existing_output_is_not_overwritten(workdir, tmp_path):
   output = tmp_path / 'model.pt'
   output.write_text('keep me')
-  with pytest.raises(export.ExportError) as raised:
-    export.export_workdir(workdir, output)
+  with pytest.raises(commands.ExportError) as raised:
+    commands.export_workdir(workdir, output)
   assert_one_line(raised, str(output), 'already exists')
   assert output.read_text() == 'keep me'
 

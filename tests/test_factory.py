@@ -1,4 +1,4 @@
-"""vgg_flax.factory: one place builds the model, optimizer, initial state and jitted steps."""
+"""vgg_flax.core.factory: one place builds the model, optimizer, initial state and jitted steps."""
 
 import dataclasses
 
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from configs import default
-from vgg_flax import factory
-from vgg_flax import sharding
-from vgg_flax import steps
+from vgg_flax.core import factory
+from vgg_flax.core import sharding
+from vgg_flax.core import steps
 
 NUM_CLASSES = 3
 

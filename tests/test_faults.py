@@ -29,10 +29,11 @@ from configs import default
 from input_pipeline import pipeline
 from input_pipeline import synthetic
 from input_pipeline import tiny_imagenet
-from vgg_flax import checkpointing
-from vgg_flax import models
-from vgg_flax import reporting
-from vgg_flax import storage
+from vgg_flax.workdir import checkpoints as checkpointing
+from vgg_flax.core import models
+from vgg_flax.workdir import disk as storage
+from vgg_flax.workdir import atomic
+from vgg_flax.workdir import files
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 # The fewest that leave the kill test an epoch for each fault: kill -9 just after epoch 2,
@@ -134,7 +135,7 @@ def scalar_steps(workdir: pathlib.Path, run: str, tag: str) -> list[int]:
 
 
 def assert_each_epoch_once(workdir: pathlib.Path) -> None:
-  history = reporting.read_history(workdir / 'history.csv')
+  history = files.read_history(workdir / 'history.csv')
   assert [row['epoch'] for row in history] == list(range(1, EPOCHS + 1))
   epochs = list(range(1, EPOCHS + 1))
   assert scalar_steps(workdir, 'val', 'loss') == epochs
@@ -277,14 +278,9 @@ def test_a_damaged_best_checkpoint_falls_back_for_evaluation(reference, tmp_path
 
 
 @pytest.fixture
-def small_disk(tmp_path):
+def small_disk(tmpfs):
   """A 4 MiB tmpfs: room for the checkpoints of one epoch, not two."""
-  mount_point = tmp_path / 'disk'
-  mount_point.mkdir()
-  subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', str(mount_point)],
-                 check=True)
-  yield mount_point
-  subprocess.run(['umount', '-l', str(mount_point)], check=True)
+  return tmpfs('4m')
 
 
 @pytest.mark.slow
@@ -388,10 +384,10 @@ def test_a_half_prepared_tfds_folder_is_prepared_again(source, tfds_data_dir, tm
 
 def test_write_atomically_on_a_full_disk_is_one_line_and_leaves_nothing(small_disk):
   target = small_disk / 'out' / 'predictions.csv'
-  reporting.write_csv(target, ['a'], [[1]])
+  atomic.write_csv(target, ['a'], [[1]])
   with pytest.raises(storage.StorageError,
                      match=re.escape(f'cannot write {target}: [Errno 28] No space left')):
-    reporting.write_atomically(target, lambda tmp: tmp.write_bytes(b'x' * (8 << 20)))
+    atomic.write_atomically(target, lambda tmp: tmp.write_bytes(b'x' * (8 << 20)))
   assert os.listdir(target.parent) == ['predictions.csv']
   assert target.read_text() == 'a\n1\n'  # The previous version is intact.
 
@@ -403,16 +399,18 @@ def test_write_atomically_removes_temporaries_of_dead_processes(tmp_path):
   live = tmp_path / f'.history.{os.getppid()}.tmp.csv'
   stale.write_text('half')
   live.write_text('being written')
-  reporting.write_history(tmp_path / 'history.csv', [])
+  files.write_history(tmp_path / 'history.csv', [])
   assert sorted(os.listdir(tmp_path)) == [live.name, 'history.csv']
 
 
 def test_which_errors_are_disk_failures(tmp_path):
   workdir = tmp_path / 'run'
   assert storage.is_storage_failure(OSError(28, 'No space left on device', '/x'), workdir)
-  # TensorStore's error from an orbax save thread carries only the text.
+  # TensorStore's error from an orbax save thread: the errno is in its status payload (the
+  # installed version's own error: tests/test_write_atomically.py).
   assert storage.is_storage_failure(ValueError(
-      'RESOURCE_EXHAUSTED: Failed to write 31039 bytes: No space left on device'), workdir)
+      'RESOURCE_EXHAUSTED: Failed to write 31039 bytes: No space left on device '
+      "[os_error_code='28']"), workdir)
   assert storage.is_storage_failure(PermissionError(13, 'Permission denied',
                                                     str(workdir / '.lock')), workdir)
   # Reading a data file one may not read is the data's problem, not the workdir's.

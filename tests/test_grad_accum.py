@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from configs import default
-from vgg_flax import configuration
-from vgg_flax import factory
-from vgg_flax import models
-from vgg_flax import preprocess
-from vgg_flax import sharding
-from vgg_flax import steps
+from vgg_flax.workdir import config as configuration
+from vgg_flax.core import factory
+from vgg_flax.core import models
+from vgg_flax.core import preprocess
+from vgg_flax.core import sharding
+from vgg_flax.core import steps
 
 BATCH = 16
 

@@ -6,18 +6,19 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 import pytest
 
 from configs import default
 from input_pipeline import folder_sample
-from vgg_flax import configuration
-from vgg_flax import gradcam
-from vgg_flax import models
-from vgg_flax import predict
-from vgg_flax import preprocess
-from vgg_flax import reporting
+from vgg_flax import plots
 from vgg_flax import train
-from vgg_flax import workdir as workdirs
+from vgg_flax.core import models
+from vgg_flax.core import preprocess
+from vgg_flax.errors import ConfigError
+from vgg_flax.modes import gradcam
+from vgg_flax.modes import one_model
+from vgg_flax.workdir import restore
 
 NUM_CLASSES = 3
 
@@ -111,7 +112,7 @@ def test_an_unknown_layer_is_one_line_naming_the_blocks(tiny_model):
   model = tiny_model[0]
   assert gradcam.resolve_layer(model, '') == 'stage5_2'
   assert gradcam.resolve_layer(model, 'stage3_1') == 'stage3_1'
-  with pytest.raises(configuration.ConfigError) as raised:
+  with pytest.raises(ConfigError) as raised:
     gradcam.resolve_layer(model, 'conv5')
   message = str(raised.value)
   assert '\n' not in message
@@ -126,18 +127,18 @@ def test_pictures_mark_right_and_wrong_and_name_files_uniquely(tmp_path):
   names = ['cat/a.jpg', 'cat/a.png']
   grid = gradcam.write_explanations(tmp_path, names, images, np.array([0, 1]), result,
                                     ['cat', 'dog'])
-  right, wrong = (np.asarray(reporting.PIL.Image.open(tmp_path / 'explanations' / p))
+  right, wrong = (np.asarray(Image.open(tmp_path / 'explanations' / p))
                   for p in ('cat/a.png', 'cat/a.png.png'))
-  cell = reporting.GRID_CELL_PX[0]
+  cell = plots.GRID_CELL_PX[0]
   assert right.shape[1] == 2 * cell and wrong.shape[1] == 3 * cell  # + the true class's map.
-  assert np.asarray(reporting.PIL.Image.open(grid)).shape[1] == 6 * cell  # Two strips a row.
+  assert np.asarray(Image.open(grid)).shape[1] == 6 * cell  # Two strips a row.
 
 
 # --- A trained model looks at the evidence ---------------------------------------------------
 
 SIZE = 64  # The blocks of stage 3 then see 16x16 maps: a patch is a 4x4 block of cells.
 # The block measured: at 64 px the last block's 4x4 cells each see the whole image, and its
-# maps are diffuse (docs/image_folders.md has every block's figure).
+# maps are diffuse (docs/performance.md has every block's figure).
 LAYER = 'stage3_1'
 PATCH_SHARE = 1 / 16  # A quarter of the side, squared.
 MIN_MASS = 4 * PATCH_SHARE
@@ -165,7 +166,7 @@ def patch_run(tmp_path_factory):
 def test_a_trained_models_map_lands_on_the_patch(patch_run, tmp_path):
   config, workdir, source = patch_run
   config.explain_layer = LAYER
-  restored = workdirs.restore_model('patches', workdir, runtime=config)
+  restored = restore.restore_model('patches', workdir, runtime=config)
   batches = list(restored.dataset.eval_batches(config, 'validation'))
   images = np.concatenate([b['image'][b['mask']] for b in batches])
   labels = np.concatenate([b['label'][b['mask']] for b in batches])
@@ -180,7 +181,7 @@ def test_a_trained_models_map_lands_on_the_patch(patch_run, tmp_path):
 
   # --mode=predict with explain on a class folder: a map per image, the true class known.
   config.predict_images, config.explain = str(source / 'train' / 'top_left'), True
-  predict.predict_workdir(config, str(workdir))
+  one_model.predict_workdir(config, str(workdir))
   written = sorted((workdir / gradcam.EXPLANATIONS_DIR).glob('*.png'))
   assert len(written) == 60 and written[0].name == 'top_left_0.png'
   assert (workdir / 'plots' / gradcam.GRID_FILE).is_file()

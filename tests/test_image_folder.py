@@ -18,8 +18,8 @@ from configs import default
 from input_pipeline import folder_sample
 from input_pipeline import image_folder
 from input_pipeline import pipeline
-from vgg_flax import own_images
-from vgg_flax import reporting
+from vgg_flax.modes import own_images
+from vgg_flax.workdir import files
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SIZE = 32
@@ -155,6 +155,35 @@ def test_a_bad_folder_is_one_data_error_naming_the_file(photos, tmp_path, case):
   assert expected in str(raised.value) and '\n' not in str(raised.value)
 
 
+@pytest.mark.parametrize('what', ['file', 'class folder'])
+def test_a_link_leading_out_of_the_folder_is_refused(photos, tmp_path, what):
+  source = pathlib.Path(shutil.copytree(photos, tmp_path / 'linked'))
+  outside = tmp_path / 'outside'
+  (outside / 'secret').mkdir(parents=True)
+  shutil.copy(next((photos / 'train').rglob('*.jpg')), outside / 'secret' / 'secret.jpg')
+  if what == 'file':
+    link = next((source / 'train').iterdir()) / 'link.jpg'
+    link.symlink_to(outside / 'secret' / 'secret.jpg')
+  else:
+    link = source / 'train' / 'secret'
+    link.symlink_to(outside / 'secret', target_is_directory=True)
+  with pytest.raises(pipeline.DataError) as raised:
+    pipeline.open_dataset(folder_config(source, tmp_path / 'tfds', val_fraction=0.5))
+  assert f'{link}: leads outside the source' in str(raised.value)
+
+
+def test_a_zip_member_named_like_a_path_is_refused(photos, tmp_path):
+  zip_path = tmp_path / 'crafted.zip'
+  with zipfile.ZipFile(zip_path, 'w') as archive:
+    for path in sorted((photos / 'train').rglob('*')):
+      archive.write(path, f'train/{path.relative_to(photos / "train")}')
+    first_class = sorted(p.name for p in (photos / 'train').iterdir())[0]
+    archive.writestr(f'train/{first_class}/x\\..\\..\\evil.jpg', b'not read')
+  with pytest.raises(pipeline.DataError) as raised:
+    pipeline.open_dataset(folder_config(zip_path, tmp_path / 'tfds'))
+  assert 'is not a plain file name' in str(raised.value) and '\n' not in str(raised.value)
+
+
 def test_skip_corrupt_skips_and_counts_a_non_image(photos, tmp_path, caplog):
   source, _ = damage(photos, tmp_path, 'not an image')
   dataset = pipeline.open_dataset(folder_config(source, tmp_path / 'tfds', skip_corrupt=True))
@@ -202,9 +231,9 @@ def test_the_readmes_three_lines_train_predict_and_explain(tmp_path):
                   '--config.progress_bar=False')
   output = train.communicate(timeout=400)[0]
   assert train.returncode == 0, output[-3000:]
-  history = reporting.read_history(workdir / 'history.csv')
+  history = files.read_history(workdir / 'history.csv')
   assert history[-1]['val_accuracy'] >= 0.8, history  # Chance: 1/3.
-  with open(workdir / image_folder.HELD_OUT_FILE, newline='') as f:
+  with open(workdir / files.HELD_OUT_FILE, newline='') as f:
     held_out = list(csv.DictReader(f))
   assert len(held_out) == 36 and held_out[0]['path'].startswith(held_out[0]['class'] + '/')
 

@@ -15,14 +15,15 @@ import torch
 from configs import default
 from configs import vgg16_finetune
 from tests import torch_models
-from vgg_flax import configuration
+from vgg_flax.workdir import config as configuration
 from vgg_flax import convert
-from vgg_flax import factory
-from vgg_flax import initialization
-from vgg_flax import models
-from vgg_flax import reporting
+from vgg_flax.core import factory
+from vgg_flax.train import init_from as initialization
+from vgg_flax.core import models
 from vgg_flax import train
-from vgg_flax import workdir as workdirs
+from vgg_flax.interop import commands
+from vgg_flax.workdir import files
+from vgg_flax.workdir import config as run_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WIDTH, HIDDEN, CLASSES = 8, 32, 4
@@ -120,7 +121,7 @@ def test_workdir_start_uses_its_best_checkpoint(tmp_path):
   model, state, _ = fresh_state(config)
   source = as_numpy({'params': state.params, 'batch_stats': state.batch_stats})
   source = jax.tree.map(lambda x: x + 0.5, source)  # Unlike any fresh initialisation.
-  convert.write_converted_workdir(config, source, str(tmp_path / 'source'))
+  commands.write_converted_workdir(config, source, str(tmp_path / 'source'))
   config.init_from = str(tmp_path / 'source')
   model, state, state_sharding = fresh_state(config)
   started = initialization.start_from(config, model, state, state_sharding)
@@ -131,7 +132,7 @@ def test_workdir_start_uses_its_best_checkpoint(tmp_path):
 def test_workdir_of_another_network_is_one_line_naming_the_field(tmp_path):
   config = tiny_config()
   model, state, _ = fresh_state(config)
-  convert.write_converted_workdir(
+  commands.write_converted_workdir(
       config, as_numpy({'params': state.params, 'batch_stats': state.batch_stats}),
       str(tmp_path / 'narrow'))
   wide = tiny_config()
@@ -170,7 +171,7 @@ def test_checkpoint_wins_over_init_from(data_config, tmp_path, info_logs, monkey
   data_config.init_from = str(tmp_path / 'some.pt')
   state = train.train_and_evaluate(data_config, str(tmp_path))
   assert int(state.step) == 1
-  assert [row['epoch'] for row in reporting.read_history(tmp_path / 'history.csv')] == [1]
+  assert [row['epoch'] for row in files.read_history(tmp_path / 'history.csv')] == [1]
   assert any(r.getMessage().startswith(f'init_from={tmp_path / "some.pt"} not used: the '
                                        "workdir's checkpoint wins")
              for r in info_logs.records)
@@ -198,7 +199,7 @@ def test_workdirs_from_before_the_new_fields_load_and_resume(tmp_path):
   del saved['model']['bn_running_var']
   (tmp_path / 'config.json').write_text(json.dumps(saved))
   configuration.check_workdir_compatible(config, tmp_path)  # Resumes: no error.
-  old = workdirs.read_config(tmp_path)
+  old = run_config.read_config(tmp_path)
   configuration.validate_config(old)
   assert models.create_model(old.model, num_classes=CLASSES).bn_running_var == 'unbiased'
   config.model.depth = 13  # Fields that define the variables are still compared.
@@ -244,7 +245,7 @@ def test_main_fine_tunes_from_a_torchvision_file(tmp_path, sample_folder, tfds_d
                     '--config.model.pool_type=avg')
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'head re-initialised: 10 -> 4 classes' in result.stderr
-  history = reporting.read_history(tmp_path / 'run' / 'history.csv')
+  history = files.read_history(tmp_path / 'run' / 'history.csv')
   assert [row['epoch'] for row in history] == [1]
   assert json.loads((tmp_path / 'run' / 'config.json').read_text())['init_from'] == \
       f'{tmp_path}/tv.pth'

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vgg_flax import models
+from vgg_flax.core import models
 
 # Convs per stage and stage widths, written out from the paper's Table 1 so that the
 # expected counts below do not reuse the module's own tables.
@@ -124,7 +124,7 @@ def test_output_shape_of_a_real_forward_pass():
   logits = jitted(model.apply, train=False)(variables, images)
   assert logits.shape == (2, 5)
   assert np.all(np.isfinite(logits))
-  # The seed's init: Kaiming normal (fan_out) convs, N(0, 0.01) dense, zero biases.
+  # The original's init: Kaiming normal (fan_out) convs, N(0, 0.01) dense, zero biases.
   params = variables['params']
   kernel = params['stage5_2_conv']['kernel']  # 3x3x64x64: enough draws for a std.
   np.testing.assert_allclose(np.std(kernel), math.sqrt(2 / (9 * 64)), rtol=0.05)

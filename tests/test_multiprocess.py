@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from configs import vgg11
-from vgg_flax import predict
-from vgg_flax import reporting
+from vgg_flax.modes import one_model as predict
+from vgg_flax.workdir import files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,7 +53,7 @@ def test_two_processes_train_and_evaluate_exactly(data_config, tmp_path):
   trained = run_processes([*common, '--config.batch_size=16', '--config.num_epochs=2'])
   for code, stderr in trained:
     assert code == 0, stderr[-3000:]
-  history = reporting.read_history(workdir / 'history.csv')
+  history = files.read_history(workdir / 'history.csv')
   assert [row['epoch'] for row in history] == [1, 2]
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['1', '2']  # The two newest.
   best = min(history, key=lambda row: row['val_loss'])

@@ -5,8 +5,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from input_pipeline import pipeline
-from vgg_flax import reporting
 from vgg_flax import train
+from vgg_flax.workdir import files
 
 NUM_CLASSES = 3
 
@@ -49,5 +49,5 @@ def test_a_grayscale_tfds_dataset_trains_and_evaluates(data_config, tmp_path):
   assert sum(int(b['mask'].sum()) for b in batches) == 20
   assert batches[0]['image'].shape == (16, 28, 28, 1)
   train.train_and_evaluate(data_config, str(tmp_path / 'run'))
-  history = reporting.read_history(tmp_path / 'run' / 'history.csv')
+  history = files.read_history(tmp_path / 'run' / 'history.csv')
   assert len(history) == 1 and np.isfinite(history[0]['val_loss'])

@@ -14,11 +14,11 @@ from PIL import Image
 import converted_workdir
 from input_pipeline import pipeline
 from input_pipeline import tiny_imagenet
-from vgg_flax import inference
-from vgg_flax import own_images
-from vgg_flax import predict
-from vgg_flax import reporting
-from vgg_flax import workdir as workdirs
+from vgg_flax.modes import predictions as inference
+from vgg_flax.modes import own_images
+from vgg_flax.modes import one_model as predict
+from vgg_flax import plots
+from vgg_flax.workdir import restore
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHAPE = (64, 64, 3)
@@ -143,7 +143,7 @@ def workdir(tmp_path_factory, sample_folder, tfds_data_dir, sample_params):
 def test_split(workdir, sample_folder, tfds_data_dir):
   """The workdir's predictions on the test split, by file name."""
   config = converted_workdir.small_config(sample_folder, tfds_data_dir, image_size=32)
-  restored = workdirs.restore_model('run', workdir, runtime=config, data=config)
+  restored = restore.restore_model('run', workdir, runtime=config, data=config)
   predictions = inference.predict_split(restored, 'test')
   return dict(zip(predictions.file_names, predictions.probabilities)), restored.info
 
@@ -192,7 +192,7 @@ def test_predictions_match_the_split_and_are_printed(workdir, test_split, photos
       assert float(row['probability']) == pytest.approx(by_name[name].max(), abs=2e-6)
   printed = [line for line in capsys.readouterr().out.splitlines() if ': ' in line]
   assert len(printed) == len(rows)
-  assert printed[0].startswith(f'{rows[0]["path"]}: {reporting.short_words(rows[0]["class_words"])}')
+  assert printed[0].startswith(f'{rows[0]["path"]}: {plots.short_words(rows[0]["class_words"])}')
 
 
 def test_unreadable_image_fails_before_writing(workdir, photos, sample_folder, tfds_data_dir):

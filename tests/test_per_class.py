@@ -11,10 +11,11 @@ import pytest
 from PIL import Image
 
 import converted_workdir
-from vgg_flax import inference
-from vgg_flax import per_class
-from vgg_flax import predict
-from vgg_flax import workdir as workdirs
+from vgg_flax.modes import predictions as inference
+from vgg_flax.modes import per_class
+from vgg_flax.modes import one_model as predict
+from vgg_flax import plots
+from vgg_flax.workdir import restore
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Four classes, crafted: class 0 right 3 of 4 (one taken for 2); class 1 twice taken for 2
@@ -58,8 +59,8 @@ def test_confusion_figure_is_a_png_of_fixed_size(tmp_path, num_classes):
                            [f'class {i}, more words' for i in range(num_classes)])
   with Image.open(path) as image:
     assert image.format == 'PNG'
-    assert image.size == (per_class.FIGURE_INCHES[0] * per_class.FIGURE_DPI,
-                          per_class.FIGURE_INCHES[1] * per_class.FIGURE_DPI)
+    assert image.size == (plots.CONFUSION_INCHES[0] * plots.CHART_DPI,
+                          plots.CONFUSION_INCHES[1] * plots.CHART_DPI)
     pixels = np.asarray(image.convert('L'))
   assert pixels.std() > 10  # Something is drawn, not a blank page.
   assert [p.name for p in path.parent.iterdir()] == ['confusion.png']  # No temp files left.
@@ -75,7 +76,7 @@ def evaluated(tmp_path_factory, sample_folder, tfds_data_dir, sample_params):
   config = converted_workdir.small_config(sample_folder, tfds_data_dir, image_size=32)
   converted_workdir.write_workdir(workdir, config, sample_params['num_classes'], seed=3)
   results = predict.evaluate_workdir(config, str(workdir))
-  restored = workdirs.restore_model('run', workdir, runtime=config, data=config)
+  restored = restore.restore_model('run', workdir, runtime=config, data=config)
   return workdir, results, inference.predict_split(restored, 'validation'), restored.info
 
 

@@ -16,11 +16,11 @@ from configs import ensemble as ensemble_config
 from input_pipeline import pipeline
 from input_pipeline import synthetic
 from input_pipeline import tiny_imagenet
-from vgg_flax import configuration
-from vgg_flax import ensemble
-from vgg_flax import predict
-from vgg_flax import reporting
+from vgg_flax.workdir import config as configuration
+from vgg_flax.modes import ensemble
+from vgg_flax.modes import one_model as predict
 from vgg_flax import train
+from vgg_flax.workdir import files
 
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -216,7 +216,7 @@ def test_ensemble_report_matches_the_validation_csv(ensemble_run, sample_folder,
 @pytest.mark.slow  # Trains end to end: the trained members.
 def test_ensemble_member_accuracy_matches_its_own_evaluation(ensemble_run, members):
   _, report, _ = ensemble_run
-  history = reporting.read_history(members['b'] / 'history.csv')
+  history = files.read_history(members['b'] / 'history.csv')
   assert report['member_accuracy']['b'] == history[-1]['val_accuracy']
 
 
@@ -243,7 +243,7 @@ def test_ensemble_members_share_one_dataset(ensemble_run):
 def test_evaluate_reproduces_the_best_epoch_of_history(members, sample_folder, tfds_data_dir):
   workdir = members['b']
   results = predict.evaluate_workdir(tiny_config(sample_folder, tfds_data_dir), str(workdir))
-  history = reporting.read_history(workdir / 'history.csv')
+  history = files.read_history(workdir / 'history.csv')
   best = min(history, key=lambda row: row['val_loss'])
   assert results['best_epoch'] == best['epoch']
   # One eval step and one clu metric serve both: the numbers are equal, not just close.

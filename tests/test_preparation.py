@@ -186,33 +186,15 @@ def records(folder: pathlib.Path) -> dict[str, list[tf.train.Example]]:
                    .as_numpy_iterator()] for p in sorted(folder.glob('*.tfrecord*'))}
 
 
-def test_direct_writer_writes_the_examples_and_shards_tfds_writes(odd_folder, tmp_path,
-                                                                   monkeypatch):
-  """The same shard files holding the same examples as TFDS's generic generator path."""
-  prepared = {}
-  for direct in (True, False):
-    monkeypatch.setattr(tiny_imagenet.TinyImagenet, 'direct_writer', direct)
-    builder = tiny_imagenet.make_builder(odd_folder, data_dir=str(tmp_path / str(direct)),
-                                         skip_corrupt=True)
-    builder.download_and_prepare()
-    prepared[direct] = (records(pathlib.Path(builder.data_dir)),
-                        {s: (i.shard_lengths, i.num_bytes)
-                         for s, i in builder.info.splits.items()})
-  assert prepared[True][1] == prepared[False][1]
-  assert {s: lengths for s, (lengths, _) in prepared[True][1].items()} == {
-      'train': [20], 'validation': [7], 'test': [8]}
-  assert sorted(prepared[True][0]) == [
-      f'tiny_imagenet-{s}.tfrecord-00000-of-00001' for s in ('test', 'train', 'validation')]
-  assert prepared[True][0] == prepared[False][0]
-
-
-def test_serialised_examples_do_not_depend_on_the_process(odd_folder, tmp_path):
-  """Protobuf orders map entries by a hash seeded per process; the direct writer sorts them."""
+def test_the_builder_writes_one_shard_a_split_in_file_name_order(odd_folder, tmp_path):
+  """TFDS's own generator path writes the checked examples, in order, named as TFDS names."""
   builder = tiny_imagenet.make_builder(odd_folder, data_dir=str(tmp_path), skip_corrupt=True)
-  serialize = tiny_imagenet.example_serializer(builder.info.features)
-  data = serialize({'image': b'\xff\xd8x', 'label': 1, 'file_name': 'a.JPEG'})
-  assert data.index(b'file_name') < data.index(b'image') < data.index(b'label')
-  example = tf.train.Example.FromString(data)
-  assert example.features.feature['image'].bytes_list.value == [b'\xff\xd8x']
-  assert example.features.feature['label'].int64_list.value == [1]
-  assert example.features.feature['file_name'].bytes_list.value == [b'a.JPEG']
+  builder.download_and_prepare()
+  prepared = records(pathlib.Path(builder.data_dir))
+  assert {s: i.shard_lengths for s, i in builder.info.splits.items()} == {
+      'train': [20], 'validation': [7], 'test': [8]}
+  assert sorted(prepared) == [
+      f'tiny_imagenet-{s}.tfrecord-00000-of-00001' for s in ('test', 'train', 'validation')]
+  names = [e.features.feature['file_name'].bytes_list.value[0].decode()
+           for e in prepared['tiny_imagenet-validation.tfrecord-00000-of-00001']]
+  assert names == sorted(names, key=tiny_imagenet.natural_key)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vgg_flax import preprocess as pp
+from vgg_flax.core import preprocess as pp
 
 
 def asymmetric_batch(n=32, size=16):
@@ -76,5 +76,5 @@ def test_same_key_same_output_other_key_differs():
 
 
 def test_does_not_import_tensorflow():
-  code = 'import sys, vgg_flax.preprocess; assert "tensorflow" not in sys.modules'
+  code = 'import sys, vgg_flax.core.preprocess; assert "tensorflow" not in sys.modules'
   subprocess.run([sys.executable, '-c', code], check=True)

@@ -12,9 +12,9 @@ import shutil
 import pytest
 
 from configs import default
-from vgg_flax import configuration
-from vgg_flax import reporting
+from vgg_flax.workdir import config as configuration
 from vgg_flax import train
+from vgg_flax.workdir import files
 
 
 def refused_message(workdir, saved, now):
@@ -41,7 +41,7 @@ def test_another_batch_size_is_refused_with_the_saved_one(trained_run, make_data
   assert str(raised.value) == refused_message(workdir, 16, 8)
   assert files_and_times(workdir) == before
   assert (workdir / '.lock').read_text() == ''  # Taken for the check, and released.
-  assert [row['epoch'] for row in reporting.read_history(workdir / 'history.csv')] == [1, 2]
+  assert [row['epoch'] for row in files.read_history(workdir / 'history.csv')] == [1, 2]
 
 
 def saved_workdir(tmp_path, batch_size=16, epochs=('1',)):

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from configs import smoke
-from vgg_flax import reporting
+from vgg_flax.workdir import files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,6 +22,6 @@ def test_the_first_command_trains_the_smoke_config_well_above_chance(tmp_path):
        f'--config.data_dir={tmp_path / "data"}', '--config.progress_bar=False'],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=1200, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
-  history = reporting.read_history(tmp_path / 'run' / 'history.csv')
+  history = files.read_history(tmp_path / 'run' / 'history.csv')
   assert [row['epoch'] for row in history] == list(range(1, len(history) + 1))
   assert max(row['val_accuracy'] for row in history) >= smoke.EXPECTED_MIN_VAL_ACCURACY

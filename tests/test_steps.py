@@ -13,10 +13,10 @@ import optax
 import pytest
 
 from configs import default
-from vgg_flax import metrics as vgg_metrics
-from vgg_flax import factory
-from vgg_flax import sharding
-from vgg_flax import steps
+from vgg_flax.core import metrics as vgg_metrics
+from vgg_flax.core import factory
+from vgg_flax.core import sharding
+from vgg_flax.core import steps
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 5
@@ -92,7 +92,7 @@ def test_first_train_step_loss_is_the_cross_entropy():
   state, train, _, mesh = build(config)
   host = fake_batch()
   variables = jax.tree.map(np.asarray, steps.model_variables(state))
-  from vgg_flax import preprocess  # pylint: disable=g-import-not-at-top
+  from vgg_flax.core import preprocess  # pylint: disable=g-import-not-at-top
   images = preprocess.preprocess(host['image'], image_size=32)
   # Jitted: one program instead of one compile per op.
   logits, _ = jax.jit(functools.partial(state.apply_fn, train=True, mutable=['batch_stats']))(
@@ -201,7 +201,7 @@ def test_four_devices_equal_one_device():
   script = textwrap.dedent('''
       import jax, numpy as np
       from tests import test_steps as t
-      from vgg_flax import sharding
+      from vgg_flax.core import sharding
       assert jax.device_count() == 4, jax.devices()
       config = t.tiny_config()
       results = []

@@ -7,13 +7,12 @@ import sys
 from absl import flags
 import jax
 from ml_collections import config_flags
-import ml_collections
 import numpy as np
 import pytest
 
 from configs import default
 from input_pipeline import pipeline
-from vgg_flax import configuration
+from vgg_flax.workdir import config as configuration
 from vgg_flax import train
 
 
@@ -137,7 +136,7 @@ def test_auto_logs_each_choice_once_per_dataset(data_config, caplog):
 def test_workdir_saved_before_cache_max_gib_uses_the_default(data_config):
   saved = data_config.to_dict()
   del saved['cache_max_gib']
-  old = ml_collections.ConfigDict(saved)
+  old = configuration.migrate(saved)
   configuration.validate_config(old)
   info = pipeline.get_dataset_info(data_config)
   assert pipeline.use_cache(old, info, 'train')  # 1.1 MiB within the default 4 GiB.

@@ -13,11 +13,11 @@ from PIL import Image
 
 from configs import default
 from configs import ensemble as ensemble_config
-from vgg_flax import checkpointing
-from vgg_flax import configuration
-from vgg_flax import models
-from vgg_flax import reporting
-from vgg_flax import summary
+from vgg_flax.workdir import checkpoints as checkpointing
+from vgg_flax.workdir import config as configuration
+from vgg_flax.core import models
+from vgg_flax.modes import results_table as summary
+from vgg_flax.workdir import files
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NUM_CLASSES = 5
@@ -52,7 +52,7 @@ def make_member(workdir, config, val_losses, *, num_epochs, patience, min_delta=
   config.early_stopping.min_delta = min_delta
   workdir.mkdir(parents=True)
   (workdir / 'config.json').write_text(json.dumps(configuration.config_to_dict(config)))
-  reporting.write_history(workdir / 'history.csv', history_rows(val_losses))
+  files.write_history(workdir / 'history.csv', history_rows(val_losses))
   if checkpoint:
     variables = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), abstract_params(config))
     checkpointing.save_best_variables(workdir, variables, {'epoch': 1})
@@ -88,8 +88,8 @@ def test_replay_early_stopping():
 
 def test_parameters_come_from_the_best_checkpoint(members):
   expected = models.count_params(abstract_params(tiny_model_config(11))['params'])
-  assert summary.count_parameters(members['a']) == expected
-  assert summary.count_parameters(members['c']) is None  # No best/ checkpoint.
+  assert checkpointing.count_parameters(members['a']) == expected
+  assert checkpointing.count_parameters(members['c']) is None  # No best/ checkpoint.
 
 
 def test_summary_files(members, tmp_path):

@@ -19,9 +19,10 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.util import tensor_util
 
 from input_pipeline import pipeline
-from vgg_flax import reporting
-from vgg_flax import summaries
+from vgg_flax.train import tensorboard_log as summaries
 from vgg_flax import train
+from vgg_flax.workdir import files
+from vgg_flax import plots
 
 METRICS = ('loss', 'accuracy', 'top5_accuracy')
 
@@ -48,7 +49,7 @@ def old_layout_run(runs, fresh_run, make_data_config):
     shutil.rmtree(path) if path.is_dir() else path.unlink()
   for path in summaries.sample_paths(workdir).values():
     path.unlink()
-  before = reporting.read_history(workdir / 'history.csv')
+  before = files.read_history(workdir / 'history.csv')
   old_writer = metric_writers.create_default_writer(workdir, asynchronous=False)
   for row in before:
     old_writer.write_scalars(6 * row['epoch'], {f'epoch/{k}': v for k, v in row.items()})
@@ -93,7 +94,7 @@ def new_best_epochs(history: list[dict]) -> list[int]:
 
 @pytest.mark.slow  # Trains end to end: reads the session's two-epoch run.
 def test_train_and_val_runs_carry_the_same_tags_once_an_epoch(fresh_run):
-  history = reporting.read_history(fresh_run / 'history.csv')
+  history = files.read_history(fresh_run / 'history.csv')
   train_run, val_run = read_run(fresh_run / 'train'), read_run(fresh_run / 'val')
   for metric in METRICS:
     for run, prefix in ((train_run, 'train'), (val_run, 'val')):
@@ -116,7 +117,7 @@ def test_train_and_val_runs_carry_the_same_tags_once_an_epoch(fresh_run):
 
 @pytest.mark.slow  # Trains end to end: reads the session's two-epoch run.
 def test_val_run_holds_the_best_epoch_so_far(fresh_run):
-  history = reporting.read_history(fresh_run / 'history.csv')
+  history = files.read_history(fresh_run / 'history.csv')
   val_run = read_run(fresh_run / 'val')
   expected = []
   for i in range(len(history)):
@@ -129,8 +130,8 @@ def test_val_run_holds_the_best_epoch_so_far(fresh_run):
 
 @pytest.mark.slow  # Trains end to end: reads the session's two-epoch run.
 def test_sample_figures_are_the_tensorboard_images(fresh_run):
-  assert reporting.grid_shape(summaries.SAMPLE_IMAGES) == (4, 4)
-  size = (4 * reporting.GRID_CELL_PX[0], 4 * reporting.GRID_CELL_PX[1])
+  assert plots.grid_shape(summaries.SAMPLE_IMAGES) == (4, 4)
+  size = (4 * plots.GRID_CELL_PX[0], 4 * plots.GRID_CELL_PX[1])
   for run, tag in (('train', 'train_sample'), ('val', 'val_sample')):
     written = images(read_run(fresh_run / run), tag)
     assert [step for step, _ in written] == [0]
@@ -141,7 +142,7 @@ def test_sample_figures_are_the_tensorboard_images(fresh_run):
 
 @pytest.mark.slow  # Trains end to end: reads the session's two-epoch run.
 def test_best_predictions_at_each_new_best_epoch(fresh_run):
-  history = reporting.read_history(fresh_run / 'history.csv')
+  history = files.read_history(fresh_run / 'history.csv')
   written = images(read_run(fresh_run / 'val'), 'best_predictions')
   assert [step for step, _ in written] == new_best_epochs(history)
   with Image.open(fresh_run / 'plots' / 'val_sample.png') as png:
@@ -193,7 +194,7 @@ def test_hparams_table_ranks_the_runs_of_a_logdir(runs, fresh_run, old_layout_ru
   old_run, _ = old_layout_run
   best = {}
   for workdir in (fresh_run, old_run):
-    history = reporting.read_history(workdir / 'history.csv')
+    history = files.read_history(workdir / 'history.csv')
     best[workdir.name] = min(history, key=lambda row: row['val_loss'])
   groups = session_groups(runs, sort_by='best/accuracy')
   assert len(groups) == 2
@@ -214,7 +215,7 @@ def test_hparams_table_ranks_the_runs_of_a_logdir(runs, fresh_run, old_layout_ru
 @pytest.mark.slow  # Trains end to end: reads the session's two-epoch run.
 def test_old_layout_workdir_resumes_into_the_new_runs(old_layout_run):
   workdir, before = old_layout_run
-  history = reporting.read_history(workdir / 'history.csv')
+  history = files.read_history(workdir / 'history.csv')
   assert [row['epoch'] for row in history] == [1, 2, 3]
   assert history[:2] == before  # The resumed run left the finished epochs' rows alone.
   # Epochs 1 and 2 (from history.csv) and epoch 3 are all in the new runs.
@@ -234,10 +235,10 @@ def test_image_grid_puts_each_image_in_its_cell():
   colors = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [0, 255, 255],
                      [255, 0, 255]], np.uint8)
   tiles = np.broadcast_to(colors[:, None, None, :], (6, 8, 8, 3))
-  pixels = reporting.draw_image_grid(tiles, [f'class {i}' for i in range(6)])
-  rows, columns = reporting.grid_shape(6)
+  pixels = plots.draw_image_grid(tiles, [f'class {i}' for i in range(6)])
+  rows, columns = plots.grid_shape(6)
   assert (rows, columns) == (2, 4)
-  assert pixels.shape == (rows * reporting.GRID_CELL_PX[1], columns * reporting.GRID_CELL_PX[0], 3)
+  assert pixels.shape == (rows * plots.GRID_CELL_PX[1], columns * plots.GRID_CELL_PX[0], 3)
   centres = []
   for color in colors:
     ys, xs = np.nonzero(np.all(pixels == color, axis=-1))
@@ -261,8 +262,8 @@ def test_prediction_titles_colour_correct_and_wrong():
 
 
 def test_titles_too_wide_for_a_cell_are_cut():
-  font = reporting.grid_font()
-  assert reporting.fit_text('goldfish', 100, font) == 'goldfish'
-  cut = reporting.fit_text('true: ' + 'W' * 40, 120, font)
+  font = plots.grid_font()
+  assert plots.fit_text('goldfish', 100, font) == 'goldfish'
+  cut = plots.fit_text('true: ' + 'W' * 40, 120, font)
   assert cut.startswith('true: WW') and cut.endswith('\u2026')
   assert 110 < font.getlength(cut) <= 120

@@ -7,6 +7,8 @@ the running variance must be updated with the unbiased batch variance, as PyTorc
 """
 
 import pathlib
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
@@ -19,11 +21,11 @@ from PIL import Image
 from configs import default
 from input_pipeline import pipeline
 from input_pipeline import synthetic
-from tests import torch_models
-from vgg_flax import models
-from vgg_flax import reporting
+from vgg_flax.core import models
 from vgg_flax import train
+from vgg_flax.workdir import files
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 WIDTH, HIDDEN = 8, 32
 STEPS = 4
 # 4 classes x 4 images of 64 px (the original's size; nothing is resized): one batch of 16.
@@ -46,11 +48,6 @@ def add_pixel_noise(folder: pathlib.Path, seed: int = 0) -> None:
     Image.fromarray(noisy).save(path, format='JPEG', quality=95)
 
 
-def to_torch(images: np.ndarray) -> torch.Tensor:
-  """uint8 NHWC -> the original's input: NCHW in [-1, 1] (ToTensor, Normalize(0.5, 0.5))."""
-  return torch.tensor(images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0 * 2.0 - 1.0)
-
-
 def split_arrays(config, dataset, split):
   """A whole split as (images, labels), in stored order."""
   images, labels = [], []
@@ -60,28 +57,24 @@ def split_arrays(config, dataset, split):
   return np.concatenate(images), np.concatenate(labels)
 
 
-def train_in_torch(model, train_data, val_data):
-  """The original's loop, one full batch a step: (train losses, val losses after each)."""
-  optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-  images, labels = to_torch(train_data[0]), torch.tensor(train_data[1]).long()
-  val_images, val_labels = to_torch(val_data[0]), torch.tensor(val_data[1]).long()
-  train_losses, val_losses = [], []
-  for _ in range(STEPS):
-    model.train()
-    optimizer.zero_grad()
-    loss = torch.nn.functional.cross_entropy(model(images), labels)
-    train_losses.append(loss.item())
-    loss.backward()
-    optimizer.step()
-    model.eval()
-    with torch.no_grad():
-      val_losses.append(torch.nn.functional.cross_entropy(model(val_images), val_labels).item())
-  return np.array(train_losses), np.array(val_losses)
+def train_in_torch(train_data, val_data, num_classes, folder: pathlib.Path):
+  """PyTorch's run (`tests/torch_training.py`, in its own process): its initial state_dict
+  file, and the training and validation losses of each step."""
+  arrays, losses = folder / 'arrays.npz', folder / 'losses.npz'
+  np.savez(arrays, train_images=train_data[0], train_labels=train_data[1],
+           val_images=val_data[0], val_labels=val_data[1], width=WIDTH, hidden=HIDDEN,
+           num_classes=num_classes, steps=STEPS)
+  initial = folder / 'initial.pt'
+  subprocess.run([sys.executable, '-m', 'tests.torch_training', f'--arrays={arrays}',
+                  f'--initial={initial}', f'--losses={losses}'], check=True, cwd=REPO,
+                 timeout=300)
+  result = np.load(losses)
+  return initial, result['train_losses'], result['val_losses']
 
 
 @pytest.fixture(scope='module')
 def parity_config(tmp_path_factory):
-  """The seed's recipe (Adam 1e-3, average pool, BatchNorm) on 16 images, one batch a step."""
+  """The original's recipe (Adam 1e-3, average pool, BatchNorm) on 16 images, one batch a step."""
   root = tmp_path_factory.mktemp('parity')
   config = default.get_config()
   config.data_source = str(synthetic.write_sample(root / 'sample', **SAMPLE))
@@ -108,26 +101,11 @@ def test_adam_steps_and_validation_losses_match_pytorch(parity_config, tmp_path)
   train_data = split_arrays(parity_config, dataset, 'train')
   val_data = split_arrays(parity_config, dataset, 'validation')
   assert len(train_data[0]) == parity_config.batch_size  # One full batch a step.
-  torch.manual_seed(0)
-  model = torch_models.randomise_batch_norms(torch_models.OriginalVGG(
-      11, width=WIDTH, hidden=HIDDEN, num_classes=dataset.info.num_classes))
-  # A conv bias in front of BatchNorm has a zero gradient in exact arithmetic, so its Adam
-  # steps (about lr x sign(rounding noise)) differ between any two implementations, and
-  # evaluation sees them through the lagging running mean. Conv outputs 100x wider than
-  # Kaiming's make those steps 100x smaller in normalised units, below the tolerance; the
-  # training losses do not depend on them at all.
-  with torch.no_grad():
-    for module in model.modules():
-      if isinstance(module, torch.nn.Conv2d):
-        module.weight.mul_(100.0)
-  # Running statistics of the data, so that the validation loss follows the training.
-  torch_models.calibrate_batch_norms(model, to_torch(train_data[0]))
-  parity_config.init_from = str(tmp_path / 'initial.pt')
-  torch.save(model.state_dict(), parity_config.init_from)
-
-  want_train, want_val = train_in_torch(model, train_data, val_data)
+  initial, want_train, want_val = train_in_torch(train_data, val_data,
+                                                 dataset.info.num_classes, tmp_path)
+  parity_config.init_from = str(initial)
   train.train_and_evaluate(parity_config, str(tmp_path / 'run'))
-  history = reporting.read_history(tmp_path / 'run' / 'history.csv')
+  history = files.read_history(tmp_path / 'run' / 'history.csv')
 
   assert [row['epoch'] for row in history] == list(range(1, STEPS + 1))
   # The steps move the losses far more than the tolerance: the comparison has teeth.

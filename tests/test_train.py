@@ -12,9 +12,9 @@ from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
-from vgg_flax import checkpointing
-from vgg_flax import reporting
-from vgg_flax import train
+from vgg_flax.workdir import checkpoints as checkpointing
+from vgg_flax.train import loop as train
+from vgg_flax.workdir import files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Every test trains end to end (in process, or main.py in a subprocess).
@@ -35,7 +35,7 @@ def test_workdir_holds_every_artifact(two_epoch_run):
   _, workdir, _ = two_epoch_run
   saved = json.loads((workdir / 'config.json').read_text())
   assert saved['model']['depth'] == 11 and saved['model']['width'] == 8
-  history = reporting.read_history(workdir / 'history.csv')
+  history = files.read_history(workdir / 'history.csv')
   assert [row['epoch'] for row in history] == [1, 2]
   assert all(0.0 <= row['val_accuracy'] <= row['val_top5_accuracy'] <= 1.0 for row in history)
   assert all(row['learning_rate'] == pytest.approx(1e-3) for row in history)
@@ -59,7 +59,7 @@ def test_tensorboard_holds_the_scalars(two_epoch_run):
           'per_step/learning_rate', 'loss', 'accuracy', 'top5_accuracy'} <= set(
               runs['train'].Tags()['tensors'])
   assert {'loss', 'accuracy', 'top5_accuracy'} <= set(runs['val'].Tags()['tensors'])
-  history = reporting.read_history(workdir / 'history.csv')
+  history = files.read_history(workdir / 'history.csv')
   val_losses = [tensor_util.make_ndarray(event.tensor_proto).item()
                 for event in runs['val'].Tensors('loss')]
   np.testing.assert_allclose(val_losses, [row['val_loss'] for row in history], rtol=1e-6)
@@ -72,11 +72,11 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(two_epoch_run,
   config, _, reference = two_epoch_run
   config.num_epochs = 1  # Stops after epoch 1, as if interrupted there.
   train.train_and_evaluate(config, str(tmp_path))
-  assert reporting.read_history(tmp_path / 'history.csv')[-1]['epoch'] == 1
+  assert files.read_history(tmp_path / 'history.csv')[-1]['epoch'] == 1
   config.num_epochs = 2
   state = train.train_and_evaluate(config, str(tmp_path))
   assert int(state.step) == 12
-  history = reporting.read_history(tmp_path / 'history.csv')
+  history = files.read_history(tmp_path / 'history.csv')
   assert [row['epoch'] for row in history] == [1, 2]
   jax.tree.map(np.testing.assert_array_equal, params_of(state), reference)
 
@@ -89,14 +89,14 @@ def test_early_stopping_stops_and_keeps_the_best_epoch(data_config, tmp_path, mo
   data_config.steps_per_epoch = 1
   data_config.early_stopping.patience = 2
   state = train.train_and_evaluate(data_config, str(tmp_path))
-  history = reporting.read_history(tmp_path / 'history.csv')
+  history = files.read_history(tmp_path / 'history.csv')
   assert [row['val_loss'] for row in history] == [2.0, 1.5, 1.7, 1.8]
   assert int(state.step) == 4
   assert sorted(os.listdir(tmp_path / 'best')) == ['1', '2']  # Val losses 2.0 then 1.5.
   # The early-stopping state went into the checkpoint: running again trains no further.
   state = train.train_and_evaluate(data_config, str(tmp_path))
   assert int(state.step) == 4
-  assert len(reporting.read_history(tmp_path / 'history.csv')) == 4
+  assert len(files.read_history(tmp_path / 'history.csv')) == 4
 
 
 def test_best_checkpoint_holds_the_best_epochs_variables(data_config, tmp_path, monkeypatch):

@@ -13,8 +13,8 @@ import numpy as np
 import optax
 
 from configs import default
-from vgg_flax import models
-from vgg_flax import steps
+from vgg_flax.core import models
+from vgg_flax.core import steps
 
 NUM_CLASSES = 5
 SIZE = 32

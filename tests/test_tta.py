@@ -2,20 +2,19 @@
 
 import json
 
-import ml_collections
 import numpy as np
 import pytest
 
 import converted_workdir
 from configs import default
 from configs import ensemble as ensemble_config
-from vgg_flax import configuration
-from vgg_flax import ensemble
-from vgg_flax import inference
-from vgg_flax import models
-from vgg_flax import predict
-from vgg_flax import steps
-from vgg_flax import workdir as workdirs
+from vgg_flax.workdir import config as configuration
+from vgg_flax.modes import ensemble
+from vgg_flax.modes import predictions as inference
+from vgg_flax.core import models
+from vgg_flax.modes import one_model as predict
+from vgg_flax.core import steps
+from vgg_flax.workdir import restore
 
 
 def softmax(logits):
@@ -84,15 +83,15 @@ def test_bad_tta_is_a_one_line_error():
 def test_old_workdir_configs_without_the_fields_still_work():
   saved = default.get_config().to_dict()
   del saved['tta'], saved['predict_images']
-  saved = ml_collections.ConfigDict(saved)
+  saved = configuration.migrate(saved)
   configuration.validate_config(saved)
   runtime = default.get_config()
   runtime.tta = 'flip'
-  resolved = workdirs.resolve_config(saved, runtime, saved)
+  resolved = restore.resolve_config(saved, runtime, saved)
   assert resolved.tta == 'flip' and resolved.predict_images == ''
   # An old runtime config (without them) leaves the defaults in force.
-  old_runtime = ml_collections.ConfigDict(saved.to_dict())
-  assert workdirs.resolve_config(saved, old_runtime, saved).get('tta', 'none') == 'none'
+  old_runtime = configuration.migrate(saved.to_dict())
+  assert restore.resolve_config(saved, old_runtime, saved).get('tta', 'none') == 'none'
 
 
 # --- Every mode -----------------------------------------------------------------------------
@@ -109,7 +108,7 @@ def workdir(tmp_path_factory, sample_folder, tfds_data_dir, sample_params):
 def restored_with(workdir, sample_folder, tfds_data_dir, tta):
   config = converted_workdir.small_config(sample_folder, tfds_data_dir, image_size=32)
   config.tta = tta
-  return config, workdirs.restore_model('run', workdir, runtime=config, data=config)
+  return config, restore.restore_model('run', workdir, runtime=config, data=config)
 
 
 @pytest.fixture(scope='module')

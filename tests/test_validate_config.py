@@ -8,7 +8,7 @@ import jax
 import pytest
 
 from configs import default
-from vgg_flax import configuration
+from vgg_flax.workdir import config as configuration
 
 # (field, refused value, message, nearest accepted value); sections as dotted paths.
 RULES = [
@@ -62,6 +62,12 @@ RULES = [
     ('init_from', 7, 'init_from=7 must be a path (a state_dict file or a workdir).',
      'weights.pt'),
     ('init_head', 'no', "init_head='no' must be True or False.", False),
+    ('explain', 'yes', "explain='yes' must be True or False.", True),
+    ('val_fraction', 1.0, 'val_fraction=1.0 must be in (0, 1): the share of train/ held out.',
+     0.99),
+    ('val_fraction', 0.0, 'val_fraction=0.0 must be in (0, 1): the share of train/ held out.',
+     0.01),
+    ('split_seed', 1.5, 'split_seed=1.5 must be an integer.', 7),
 ]
 
 
@@ -141,10 +147,11 @@ def test_a_zero_warmup_is_fine_for_one_epoch():
 
 
 def test_configs_saved_before_the_optional_fields_validate():
-  """Old workdirs' config.json lack the later fields; `.get` defaults apply to them."""
-  config = default.get_config()
+  """Old workdirs' config.json lack the later fields; the migration gives the defaults."""
+  config = configuration.config_to_dict(default.get_config())
   for name in ('cpu_conv_grad', 'tta', 'compilation_cache', 'compilation_cache_dir',
-               'grad_accum_steps', 'init_from', 'init_head', 'cache_max_gib'):
+               'grad_accum_steps', 'init_from', 'init_head', 'cache_max_gib', 'val_fraction',
+               'split_seed', 'explain', 'explain_layer'):
     del config[name]
-  del config.model['bn_running_var']
-  configuration.validate_config(config)
+  del config['model']['bn_running_var']
+  configuration.validate_config(configuration.migrate(config))

@@ -5,9 +5,9 @@ import pytest
 
 from configs import ensemble as ensemble_config
 from input_pipeline import pipeline
-from vgg_flax import configuration
-from vgg_flax import ensemble
-from vgg_flax import inference
+from vgg_flax.workdir import config as configuration
+from vgg_flax.modes import ensemble
+from vgg_flax.modes import predictions as inference
 
 # Five members (rows) voting on four images (columns):
 #   image 0: 2-2-1, member 0 alone with 9; pairs 7 (members 1, 3) and 5 (members 2, 4):

@@ -1,0 +1,70 @@
+"""Writes that never leave a half-written file: results, CSVs, JSON, PNGs."""
+
+import csv
+import glob
+import json
+import os
+import pathlib
+from typing import Callable, Iterable
+
+from vgg_flax.workdir import disk
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[pathlib.Path], None]) -> None:
+  """Calls `write(tmp_path)` then renames the file to `path`: never a half-written result.
+
+  The data reaches the disk before the rename, so a power loss leaves the old file or the
+  new one, never an empty one. Temporaries that killed processes left for `path` are removed.
+
+  Raises:
+    disk.StorageError: the disk is full, read-only or not writable (one line).
+  """
+  path = pathlib.Path(path)
+  # Same folder (so the rename is atomic), hidden, and unique to this process.
+  tmp = path.with_name(f'.{path.stem}.{os.getpid()}.tmp{path.suffix}')
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
+    write(tmp)
+    with open(tmp, 'rb+') as f:
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException as error:
+    tmp.unlink(missing_ok=True)
+    if isinstance(error, OSError) and disk.is_storage_failure(error, written=path.parent):
+      raise disk.StorageError(f'cannot write {path}: {disk.describe(error)}; free space '
+                              '(or make it writable) and run again.') from error
+    raise
+
+
+def _remove_stale_temporaries(path: pathlib.Path) -> None:
+  """Deletes `write_atomically` temporaries of `path` whose process no longer runs."""
+  for tmp in path.parent.glob(f'.{glob.escape(path.stem)}.*.tmp{glob.escape(path.suffix)}'):
+    pid = tmp.name[len(path.stem) + 2:].split('.')[0]
+    if pid.isdigit() and int(pid) != os.getpid() and not _is_running(int(pid)):
+      tmp.unlink(missing_ok=True)
+
+
+def _is_running(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True  # Someone else's live process.
+  return True
+
+
+def write_json(path: str | os.PathLike, data: dict) -> None:
+  """Writes `data` as indented JSON, atomically."""
+  write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + '\n'))
+
+
+def write_csv(path: str | os.PathLike, header: Iterable[str], rows: Iterable[Iterable]) -> None:
+  """Writes a CSV with a header row, atomically."""
+  def write(tmp: pathlib.Path) -> None:
+    with tmp.open('w', newline='') as f:
+      writer = csv.writer(f)
+      writer.writerow(list(header))
+      writer.writerows(rows)
+  write_atomically(path, write)
