@@ -18,6 +18,7 @@ from vgg_flax.core import preprocess
 from vgg_flax.errors import ConfigError
 from vgg_flax.modes import gradcam
 from vgg_flax.modes import one_model
+from vgg_flax.modes import predictions as model_predictions
 from vgg_flax.workdir import restore
 
 NUM_CLASSES = 3
@@ -185,3 +186,31 @@ def test_a_trained_models_map_lands_on_the_patch(patch_run, tmp_path):
   written = sorted((workdir / gradcam.EXPLANATIONS_DIR).glob('*.png'))
   assert len(written) == 60 and written[0].name == 'top_left_0.png'
   assert (workdir / 'plots' / gradcam.GRID_FILE).is_file()
+
+
+@pytest.mark.slow  # Uses the five-epoch run.
+def test_predict_on_a_split_and_the_mistakes_of_evaluate(patch_run, monkeypatch):
+  config, workdir, _ = patch_run
+  config = config.copy_and_resolve_references()
+  config.explain, config.predict_images, config.predict_split = True, '', 'validation'
+  one_model.predict_workdir(config, str(workdir))  # The split's first GRID_IMAGES images.
+  written = sorted((workdir / gradcam.EXPLANATIONS_DIR).glob('*/*.png'))
+  assert len(written) == gradcam.GRID_IMAGES
+  assert {p.parent.name for p in written} <= set(folder_sample.PATCH_CELLS)
+
+  # evaluate's grid: the most confident mistakes, read back from the split by file name.
+  # Two right answers get a wrong label, so the model makes at least two mistakes.
+  restored = restore.restore_model('patches', workdir, runtime=config)
+  predictions = model_predictions.predict_split(restored, 'validation')
+  right = np.flatnonzero(predictions.predictions == predictions.labels)[:2]
+  predictions.labels = predictions.labels.copy()
+  predictions.labels[right] = (predictions.labels[right] + 1) % NUM_CLASSES
+  mistakes = int((predictions.predictions != predictions.labels).sum())
+  drawn = []
+  monkeypatch.setattr(plots, 'draw_heat_maps',
+                      lambda image, maps, *args: drawn.append(len(maps)) or np.zeros(
+                          (8, 8 * (1 + len(maps)), 3), np.uint8))
+  grid = gradcam.explain_mistakes(restored, predictions)
+  assert grid == workdir / 'plots' / gradcam.GRID_FILE and grid.is_file()
+  # Each mistake: its top-1 map and its true class's map.
+  assert len(right) == 2 and drawn == [2] * min(mistakes, gradcam.GRID_IMAGES)
