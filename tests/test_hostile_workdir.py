@@ -64,6 +64,7 @@ def workdir(trained_run, tmp_path) -> pathlib.Path:
 # --- The lock ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # main.py or a converter in a subprocess.
 def test_symlinked_lock_is_refused_and_its_target_untouched(data_config, tmp_path):
   victim = tmp_path / 'precious.txt'
   victim.write_text('precious\n')
@@ -75,6 +76,7 @@ def test_symlinked_lock_is_refused_and_its_target_untouched(data_config, tmp_pat
   assert victim.read_text() == 'precious\n'
 
 
+@pytest.mark.slow  # main.py or a converter in a subprocess.
 def test_lock_that_is_a_directory_is_one_line(data_config, tmp_path):
   run = tmp_path / 'run'
   (run / '.lock').mkdir(parents=True)
@@ -103,6 +105,7 @@ def with_width(text: str) -> str:
   return json.dumps(saved)
 
 
+@pytest.mark.slow  # main.py or a converter in a subprocess.
 @pytest.mark.parametrize('edit, fragment', [
     (lambda text: text[:-10], 'not valid JSON'),
     (lambda text: '[1, 2]', 'a JSON object'),
@@ -115,6 +118,7 @@ def test_malformed_config_json_is_one_line_naming_file_and_field(workdir, edit, 
   assert str(path) in line and fragment in line
 
 
+@pytest.mark.slow  # main.py or a converter in a subprocess.
 def test_copied_workdir_data_is_checked_before_use(workdir, tmp_path):
   elsewhere = tmp_path / 'elsewhere'
   path = edit_config(workdir, lambda text: json.dumps(
@@ -124,6 +128,7 @@ def test_copied_workdir_data_is_checked_before_use(workdir, tmp_path):
   assert not elsewhere.exists()
 
 
+@pytest.mark.slow  # main.py or a converter in a subprocess.
 def test_log_says_which_data_a_copied_workdir_uses(workdir):
   result = main_py('--mode=evaluate', f'--workdir={workdir}')
   assert result.returncode == 0, result.stderr[-3000:]
@@ -135,6 +140,7 @@ def test_log_says_which_data_a_copied_workdir_uses(workdir):
 # --- The compilation cache -------------------------------------------------------------------
 
 
+@pytest.mark.slow  # main.py or a converter in a subprocess.
 def test_default_cache_is_private_to_the_user(workdir, tmp_path):
   home = tmp_path / 'home'
   env = environment(HOME=str(home))
@@ -148,6 +154,7 @@ def test_default_cache_is_private_to_the_user(workdir, tmp_path):
   assert not (workdir.parent / '.jax_cache').exists()
 
 
+@pytest.mark.slow  # main.py or a converter in a subprocess.
 @pytest.mark.parametrize('problem', ['world_writable', 'other_owner'])
 def test_shared_cache_folder_is_refused(workdir, tmp_path, problem):
   cache = tmp_path / 'shared_cache'
@@ -186,6 +193,7 @@ def finished(process, log: pathlib.Path) -> subprocess.CompletedProcess:
   return subprocess.CompletedProcess(process.args, process.returncode, log.read_text(), '')
 
 
+@pytest.mark.slow  # main.py or a converter in a subprocess.
 def test_signal_before_training_is_one_line_and_143(data_config, tmp_path):
   log = tmp_path / 'log'
   process = start([f'--workdir={tmp_path / "run"}', *tiny_flags(data_config),
@@ -196,6 +204,7 @@ def test_signal_before_training_is_one_line_and_143(data_config, tmp_path):
       'error: stopped by SIGTERM.')
 
 
+@pytest.mark.slow  # main.py or a converter in a subprocess.
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
 def test_second_signal_stops_at_once_with_one_line(data_config, tmp_path, signum):
   log = tmp_path / 'log'
@@ -221,6 +230,7 @@ def state_dict_with_a_dict_for_a_tensor(path: pathlib.Path) -> str:
   return key
 
 
+@pytest.mark.slow  # main.py or a converter in a subprocess.
 def test_convert_refuses_a_dict_where_a_tensor_belongs(tmp_path):
   key = state_dict_with_a_dict_for_a_tensor(tmp_path / 'odd.pt')
   result = subprocess.run(
@@ -232,6 +242,7 @@ def test_convert_refuses_a_dict_where_a_tensor_belongs(tmp_path):
   assert not (tmp_path / 'run').exists()
 
 
+@pytest.mark.slow  # main.py or a converter in a subprocess.
 def test_init_from_refuses_a_dict_where_a_tensor_belongs(data_config, tmp_path):
   key = state_dict_with_a_dict_for_a_tensor(tmp_path / 'odd.pt')
   line = one_line_error(main_py(f'--workdir={tmp_path / "run"}', *tiny_flags(data_config),
@@ -239,6 +250,7 @@ def test_init_from_refuses_a_dict_where_a_tensor_belongs(data_config, tmp_path):
   assert key in line and 'dict' in line and 'tensor' in line
 
 
+@pytest.mark.slow  # main.py or a converter in a subprocess.
 def test_export_never_overwrites_a_file_created_while_it_runs(workdir, tmp_path):
   output = tmp_path / 'model.savedmodel'
   log = tmp_path / 'log'
