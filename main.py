@@ -68,9 +68,22 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  # JAX (for the devices the batch sizes must divide), then the config's check, then
-  # TensorFlow and the modes: a training config that cannot work is answered in seconds.
   import jax  # pylint: disable=g-import-not-at-top
+  from vgg_flax.train import interrupts  # pylint: disable=g-import-not-at-top
+  interrupts.install()  # From here on a signal ends the run with one line (or at a step).
+  try:
+    run(jax)
+  except interrupts.Interrupted as stop:
+    print(f'error: {stop}', file=sys.stderr)
+    sys.exit(stop.exit_code)
+
+
+def run(jax) -> None:
+  """Connects the processes, checks a training config, then runs the mode.
+
+  JAX first (for the devices the batch sizes must divide), then the config's check, then
+  TensorFlow and the modes: a training config that cannot work is answered in seconds.
+  """
   from vgg_flax.workdir import config as run_config  # pylint: disable=g-import-not-at-top
   if FLAGS.distributed or FLAGS.coordinator_address:  # Before anything asks for devices.
     jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,

@@ -46,7 +46,7 @@ def compile_once(args: flags.FlagValues) -> dict[str, float]:
                                    batch_size=args.batch_size,
                                    eval_batch_size=args.eval_batch_size)
   config.compilation_cache_dir = args.child
-  compile_cache.enable_compilation_cache(config, args.child)
+  compile_cache.enable_compilation_cache(config)
   compiled, state = factory.create(config, num_classes=200, steps_per_epoch=100,
                                    abstract=True)
   size, data = config.image_size, sharding.data_sharding(compiled.mesh)

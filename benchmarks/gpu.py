@@ -226,7 +226,7 @@ def main(argv=None) -> int:
   with tempfile.TemporaryDirectory() as cache:
     config = default.get_config()
     config.compilation_cache_dir = cache
-    compile_cache.enable_compilation_cache(config, cache)
+    compile_cache.enable_compilation_cache(config)
     for depth in (int(d) for d in args.depths.split(',') if d):
       report['depths'][depth] = bench_depth(depth, args, peaks, torch_info is not None)
       (out / 'gpu_results.json').write_text(json.dumps(report, indent=2))

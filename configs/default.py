@@ -104,7 +104,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --- Scale: fast restarts and large batches -------------------------------------------------
   config.compilation_cache = True  # Keep compiled steps on disk, so a restart skips compiling.
-  config.compilation_cache_dir = ''  # Its folder; '' = `.jax_cache` beside the workdir.
+  config.compilation_cache_dir = ''  # Its folder, private to you; '' = ~/.cache/vgg_flax/jax.
   config.grad_accum_steps = 1  # Micro-batches per step (batch_size split; one optimizer step).
   return config
 

@@ -48,14 +48,20 @@ def check_size(size: int, name: str) -> None:
                     f'{MAX_IMAGE_BYTES:,} bytes (is it really an image?).')
 
 
-def read_limited(path, name: str) -> bytes:
+def read_limited(path, name: str, *, follow_links: bool = True) -> bytes:
   """A file's bytes, refused (before reading) when over `MAX_IMAGE_BYTES`.
+
+  Args:
+    path: the file.
+    name: the file, for messages.
+    follow_links: False refuses a symbolic link (OSError ELOOP) without reading its target.
 
   Raises:
     DataError: the file is too large.
     OSError: it cannot be opened or read (the caller words that for its context).
   """
-  with open(path, 'rb') as f:
+  flags = os.O_RDONLY | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW)
+  with os.fdopen(os.open(path, flags), 'rb') as f:
     check_size(os.fstat(f.fileno()).st_size, name)
     return f.read(MAX_IMAGE_BYTES + 1)  # A file growing meanwhile is cut, then refused.
 

@@ -22,6 +22,7 @@ import collections
 from collections.abc import Callable, Iterator
 import concurrent.futures
 import dataclasses
+import errno
 import hashlib
 import io
 import logging
@@ -98,6 +99,7 @@ class Source:
       self._prefix = min(roots, key=len) if roots else ''
     elif self.path.is_dir():
       self._zip = None
+      self._folders = {}  # Resolved and checked folders (`_read_file`), by relative path.
       nested = self.path / 'tiny-imagenet-200'
       if not (self.path / 'wnids.txt').exists() and (nested / 'wnids.txt').exists():
         self.path = nested  # The folder the zip was extracted into.
@@ -128,6 +130,20 @@ class Source:
       raise DataError(f'{self.describe(relative)}: leads outside the source (to {resolved}); '
                       f'every file must lie inside {self.path}.')
     return resolved
+
+  def _read_file(self, relative: str, where: str) -> bytes:
+    """A folder source's file. Its folder is checked once (`_inside`, cached); the file is
+    opened without following a link, and only a link that stays inside is then read."""
+    parent, _, name = relative.rpartition('/')
+    folder = self._folders.get(parent)
+    if folder is None:
+      folder = self._folders[parent] = self._inside(parent) if parent else self.path
+    try:
+      return image_files.read_limited(folder / name, where, follow_links=False)
+    except OSError as error:
+      if error.errno != errno.ELOOP:
+        raise
+    return image_files.read_limited(self._inside(relative), where)
 
   def size(self, relative: str) -> int:
     """The file's size in bytes as the source declares it (0 when unknown), read cheaply."""
@@ -172,7 +188,7 @@ class Source:
         image_files.check_zip_member(info, where)
         with self._zip_lock:
           return self._zip.read(info)
-      return image_files.read_limited(self._inside(relative), where)
+      return self._read_file(relative, where)
     except KeyError:
       raise DataError(f'{where}: file not found.') from None
     except (zipfile.BadZipFile, zlib.error, EOFError) as e:

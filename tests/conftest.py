@@ -138,13 +138,14 @@ def trained_run(make_data_config, tmp_path_factory):
 # handed out in collection order (--no-loadscope-reorder). The longest files go first, so that
 # the many short ones fill in beside them instead of leaving one worker alone at the end
 # (seconds on 2 busy cores, whole suite: smoke 110-265, faults 120-200, multiprocess 30-70,
-# benchmarks 55-100, hostile input 80, steps 45, image folder 40, Grad-CAM 27; fast set:
+# benchmarks 55-100, hostile input 80, steps 45, image folder 40, Grad-CAM 37; fast set:
 # hostile input 80, steps 30, models 22, conv 17, step features 16, Grad-CAM 10).
-LONGEST_FIRST = ('test_smoke.py', 'test_faults.py', 'test_multiprocess.py', 'test_benchmarks.py',
-                 'test_hostile_input.py', 'test_steps.py', 'test_image_folder.py',
-                 'test_predict.py', 'test_gradcam.py', 'test_init_from.py', 'test_conv.py',
-                 'test_models.py', 'test_train.py', 'test_train_step_features.py',
-                 'test_grad_accum.py', 'test_streaming.py')
+LONGEST_FIRST = ('test_smoke.py', 'test_faults.py', 'test_hostile_workdir.py',
+                 'test_multiprocess.py', 'test_benchmarks.py', 'test_hostile_input.py',
+                 'test_fuzz.py', 'test_steps.py', 'test_image_folder.py', 'test_predict.py',
+                 'test_gradcam.py', 'test_init_from.py', 'test_conv.py', 'test_models.py',
+                 'test_train.py', 'test_train_step_features.py', 'test_grad_accum.py',
+                 'test_streaming.py')
 
 
 def pytest_collection_modifyitems(items):

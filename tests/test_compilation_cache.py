@@ -30,7 +30,7 @@ COMPILE_SCRIPT = textwrap.dedent('''
     config.image_size, config.batch_size = 32, 8
     config.model.update(depth=11, width=8, hidden_units=16)
     config.compilation_cache_dir = sys.argv[2]
-    print('FOLDER', platform.enable_compilation_cache(config, sys.argv[1]))
+    print('FOLDER', platform.enable_compilation_cache(config))
     compiled, state = factory.create(config, num_classes=10, steps_per_epoch=10)
     compiled.train_step.lower(
         state, {'image': jax.ShapeDtypeStruct((8, 32, 32, 3), 'uint8'),
@@ -40,16 +40,30 @@ COMPILE_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def test_default_folder_is_beside_the_workdir(tmp_path):
-  folder = platform.compilation_cache_dir(default.get_config(), tmp_path / 'runs' / 'vgg16')
-  assert folder == tmp_path / 'runs' / platform.CACHE_DIR_NAME
+def test_default_folder_is_the_users_private_cache(monkeypatch, tmp_path):
+  monkeypatch.delenv('JAX_COMPILATION_CACHE_DIR')
+  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'xdg'))
+  assert platform.compilation_cache_dir(default.get_config()) == tmp_path / 'xdg/vgg_flax/jax'
+  monkeypatch.delenv('XDG_CACHE_HOME')
+  monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+  assert platform.compilation_cache_dir(default.get_config()) == (
+      tmp_path / 'home/.cache/vgg_flax/jax')
 
 
 def test_folder_is_configurable_and_expands_home(monkeypatch, tmp_path):
   monkeypatch.setenv('HOME', str(tmp_path))
   config = default.get_config()
   config.compilation_cache_dir = '~/.cache/vgg_flax'
-  assert platform.compilation_cache_dir(config, 'runs/x') == tmp_path / '.cache' / 'vgg_flax'
+  assert platform.compilation_cache_dir(config) == tmp_path / '.cache' / 'vgg_flax'
+
+
+def test_a_new_folder_is_made_private_and_a_shared_one_refused(tmp_path):
+  folder = tmp_path / 'new' / 'cache'
+  platform.make_private_folder(folder)
+  assert folder.stat().st_mode & 0o777 == 0o700
+  folder.chmod(0o775)
+  with pytest.raises(configuration.ConfigError, match=r'writable by others \(mode 775\)'):
+    platform.make_private_folder(folder)
 
 
 def test_cache_off_leaves_jax_alone(tmp_path):
@@ -57,13 +71,15 @@ def test_cache_off_leaves_jax_alone(tmp_path):
   config = default.get_config()
   config.compilation_cache = False
   before = jax.config.jax_compilation_cache_dir
-  assert platform.enable_compilation_cache(config, tmp_path / 'w') is None
+  assert platform.enable_compilation_cache(config) is None
   assert jax.config.jax_compilation_cache_dir == before
 
 
-def test_configs_saved_before_the_fields_existed_get_the_defaults(tmp_path):
-  old = configuration.migrate({'batch_size': 8})
-  assert platform.compilation_cache_dir(old, tmp_path / 'w') == tmp_path / '.jax_cache'
+def test_configs_saved_before_the_fields_existed_get_the_defaults(monkeypatch, tmp_path):
+  monkeypatch.delenv('JAX_COMPILATION_CACHE_DIR')
+  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
+  old = configuration.migrate({'batch_size': 8, 'model': {}})
+  assert platform.compilation_cache_dir(old) == tmp_path / 'vgg_flax' / 'jax'
 
 
 @pytest.mark.parametrize('field, value, message', [

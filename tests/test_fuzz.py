@@ -1,9 +1,10 @@
 """Property-based fuzzing of every reader of outside files: only one-line DataErrors escape.
 
 Hypothesis draws random and mutated inputs for the image reader, the zip and folder sources
-of the Tiny ImageNet builder and their text files (wnids, annotations, words). Whatever the
-input, a reader returns a result or raises the project's `DataError` with a one-line message;
-nothing else escapes, and nothing is written anywhere.
+of the Tiny ImageNet builder and their text files (wnids, annotations, words), a workdir's
+`config.json` and PyTorch state_dict files. Whatever the input, a reader returns a result or
+raises the project's own one-line error (`DataError`, `ConfigError`, the converter's
+`ValueError`); nothing else escapes, and nothing is written outside the folder it reads.
 
 The CI profile tries a few hundred inputs in about 30 s all told. For a long run:
 
@@ -13,6 +14,7 @@ The CI profile tries a few hundred inputs in about 30 s all told. For a long run
 """
 
 import io
+import json
 import os
 import pathlib
 import tempfile
@@ -200,3 +202,72 @@ def test_zip_checks_refuse_before_inflating(tmp_path, member_size, compressed):
   with zipfile.ZipFile(archive) as z:
     with pytest.raises(DataError, match='zip bomb' if compressed else 'declares'):
       image_files.check_zip_member(z.getinfo('m'), 'x.zip:m')
+
+
+# --- config.json and state_dicts ---------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False)
+    | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(
+        st.sampled_from(['model', 'depth', 'width', 'dataset', 'data_source', 'cache',
+                         'format_version', 'batch_size', 'pool_size', 'x']), children,
+        max_size=4), max_leaves=12)
+
+
+@st.composite
+def config_files(draw) -> bytes:
+  """A real config.json with fields replaced by random JSON, or random bytes."""
+  from configs import default  # pylint: disable=g-import-not-at-top
+  saved = default.get_config().to_dict()
+  saved['model']['pool_size'] = list(saved['model']['pool_size'])
+  for _ in range(draw(st.integers(0, 3))):
+    section = draw(st.sampled_from([saved, saved['model'], saved['early_stopping']]))
+    section[draw(st.sampled_from(sorted(section)))] = draw(json_values)
+  if draw(st.booleans()):
+    del saved[draw(st.sampled_from(sorted(saved)))]
+  text = json.dumps(saved)
+  return draw(st.one_of(st.just(text.encode()), st.binary(max_size=64),
+                        st.just(text[:draw(st.integers(0, len(text)))].encode())))
+
+
+@given(config_files())
+def test_config_json_reader_returns_a_config_or_one_line_error(data):
+  from vgg_flax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  from vgg_flax.workdir import config as run_config  # pylint: disable=g-import-not-at-top
+  with tempfile.TemporaryDirectory() as tmp:
+    (pathlib.Path(tmp) / 'config.json').write_bytes(data)
+    try:
+      config = run_config.read_config(tmp)
+    except ConfigError as error:
+      assert str(error) and '\n' not in str(error)
+      return
+    assert config.model.depth in (11, 13, 16, 19) and config.model.width >= 1
+
+
+tensors = st.builds(lambda shape: np.zeros(shape, np.float32),
+                    st.lists(st.integers(0, 3), max_size=4))
+state_values = st.one_of(tensors.map(lambda a: __import__('torch').from_numpy(a)),
+                         st.integers(), st.text(max_size=4),
+                         st.dictionaries(st.text(max_size=3), tensors.map(
+                             lambda a: __import__('torch').from_numpy(a)), max_size=2),
+                         st.lists(st.integers(), max_size=2))
+state_names = st.one_of(st.sampled_from(['layers.0.conv.weight', 'features.0.weight',
+                                         'fc_layers.4.bias', 'classifier.6.weight']),
+                        st.text(max_size=20))
+
+
+@given(st.dictionaries(state_names, state_values, max_size=5) | st.lists(tensors, max_size=2))
+def test_state_dict_loader_converts_or_one_line_error(loaded):
+  import torch  # pylint: disable=g-import-not-at-top
+  from vgg_flax.core import models  # pylint: disable=g-import-not-at-top
+  from vgg_flax.interop import torch_weights  # pylint: disable=g-import-not-at-top
+  with tempfile.TemporaryDirectory() as tmp:
+    path = pathlib.Path(tmp) / 'weights.pt'
+    torch.save(loaded, path)
+    try:
+      state = torch_weights.load_state_dict(str(path))
+      torch_weights.from_torch_state_dict(state, models.VGG(depth=11, width=8, hidden_units=8,
+                                                            num_classes=4))
+    except ValueError as error:
+      assert str(error) and '\n' not in str(error)

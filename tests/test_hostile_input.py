@@ -76,6 +76,7 @@ def assert_one_line_error(result, *parts) -> str:
   return lines[0]
 
 
+@pytest.mark.slow  # main.py in a subprocess.
 def test_eps_named_jpeg_never_reaches_ghostscript(sample, tmp_path):
   # A `gs` first on PATH that leaves a mark if anything runs it.
   bin_dir, mark = tmp_path / 'bin', tmp_path / 'gs_ran'
@@ -91,12 +92,14 @@ def test_eps_named_jpeg_never_reaches_ghostscript(sample, tmp_path):
   assert not mark.exists()
 
 
+@pytest.mark.slow  # main.py in a subprocess.
 def test_crafted_dds_is_a_data_error_not_a_traceback(sample, tmp_path):
   image = first_train_image(sample)
   image.write_bytes(crafted_dds())
   assert_one_line_error(run_main(tmp_path, sample), str(image), 'cannot decode the image')
 
 
+@pytest.mark.slow  # main.py in a subprocess.
 def test_zip_member_that_inflates_to_200_mib_is_refused_unread(sample, tmp_path):
   archive = tmp_path / 'tiny-imagenet-200.zip'
   bomb = first_train_image(sample).relative_to(sample.parent).as_posix()
@@ -123,6 +126,7 @@ def write_annotation(sample: pathlib.Path, index: int, name: str) -> pathlib.Pat
   return annotations
 
 
+@pytest.mark.slow  # main.py in a subprocess.
 def test_annotation_entries_cannot_leave_the_source(sample, tmp_path):
   annotations = write_annotation(sample, 0, '../../../../secret.jpg')
   assert_one_line_error(run_main(tmp_path, sample), f'{annotations}:1',
@@ -145,6 +149,7 @@ def test_a_wnid_that_is_a_path_is_refused(sample):
     tiny_imagenet.read_wnids(tiny_imagenet.Source(sample))
 
 
+@pytest.mark.slow  # main.py in a subprocess.
 def test_symlinked_image_leading_outside_is_refused(sample, tmp_path):
   secret = tmp_path / 'secret.jpg'
   secret.write_bytes(photo_bytes())
@@ -155,12 +160,14 @@ def test_symlinked_image_leading_outside_is_refused(sample, tmp_path):
                         str(secret))
 
 
+@pytest.mark.slow  # main.py in a subprocess.
 def test_non_utf8_wnids_file(sample, tmp_path):
   wnids = sample / 'wnids.txt'
   wnids.write_bytes(wnids.read_bytes() + b'n0\xff\xfe1234\n')
   assert_one_line_error(run_main(tmp_path, sample), str(wnids), 'not UTF-8 text')
 
 
+@pytest.mark.slow  # main.py in a subprocess.
 def test_folder_where_an_image_belongs(sample, tmp_path):
   image = first_train_image(sample)
   image.unlink()

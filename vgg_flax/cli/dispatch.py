@@ -92,8 +92,8 @@ def main(mode: str, config: ml_collections.ConfigDict, workdir: str) -> None:
   logging.get_absl_handler().addFilter(_QuietLibraries())
   logging.info('JAX process %d/%d, local devices: %s', jax.process_index(),
                jax.process_count(), jax.local_devices())
-  compile_cache.enable_compilation_cache(config, workdir)
   try:
+    compile_cache.enable_compilation_cache(config)
     run(mode, config, workdir)
   except USER_ERRORS as error:
     exit_with_error(error, exit_code(error))

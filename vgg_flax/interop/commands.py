@@ -17,6 +17,7 @@ same variables. The model is rebuilt from the workdir's `config.json`; the numbe
 classes is read from the checkpoint, so neither command needs a dataset.
 """
 
+import errno
 import os
 import pathlib
 import shutil
@@ -154,7 +155,7 @@ def export_workdir(workdir: str | os.PathLike, output: str | os.PathLike, *,
       _save_torch(torch_weights.to_torch_state_dict(variables, model, layout), tmp)
     else:
       saved_model.save_saved_model(model, variables, config, tmp)
-    os.replace(tmp, output)
+    _move_without_overwriting(tmp, output)
   finally:
     if tmp.is_dir():
       shutil.rmtree(tmp)
@@ -163,6 +164,27 @@ def export_workdir(workdir: str | os.PathLike, output: str | os.PathLike, *,
   return {'format': fmt, 'layout': layout if fmt == 'torch' else None, 'output': str(output),
           'depth': model.depth, 'num_classes': model.num_classes,
           'image_size': int(config.image_size)}
+
+
+def _move_without_overwriting(tmp: pathlib.Path, output: pathlib.Path) -> None:
+  """Renames `tmp` to `output`, failing if anything appeared at `output` meanwhile.
+
+  A file is hard-linked (which fails on any existing name) and its temporary removed; a
+  folder is renamed, which the kernel refuses onto a file or a non-empty folder (an empty
+  folder that appeared meanwhile is replaced: nothing in it is lost).
+  """
+  try:
+    if tmp.is_dir():
+      os.rename(tmp, output)
+    else:
+      os.link(tmp, output)
+      tmp.unlink()
+  except OSError as error:
+    if error.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+      raise
+    raise ExportError(f'{output} already exists: it appeared while exporting; nothing was '
+                      'overwritten and the export is discarded: choose a new --output.'
+                      ) from None
 
 
 def _save_torch(state_dict: Mapping[str, np.ndarray], path: pathlib.Path) -> None:

@@ -314,6 +314,12 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
         f'save `torch.save(model.state_dict(), ...)` instead.') from e
   if not isinstance(loaded, Mapping):
     raise ValueError(f'{path} holds a {type(loaded).__name__}, not a state_dict mapping.')
+  for name, value in loaded.items():
+    # weights_only admits dicts, lists and numbers inside the mapping too.
+    if not isinstance(name, str) or not hasattr(value, 'detach'):
+      raise ValueError(f'{path}: entry {name!r} holds a {type(value).__name__}, not a '
+                       'tensor; a state_dict maps parameter names to tensors (save '
+                       '`model.state_dict()`, not a dict of them).')
   return {name: to_numpy(value) for name, value in loaded.items()}
 
 

@@ -27,6 +27,7 @@ from vgg_flax.core import sharding
 from vgg_flax.errors import ConfigError
 from vgg_flax.modes import predictions as model_predictions
 from vgg_flax.workdir import atomic
+from vgg_flax.workdir import config as run_config
 from vgg_flax.workdir import files
 from vgg_flax.workdir import restore
 
@@ -191,6 +192,8 @@ def predict_members(config: ml_collections.ConfigDict, members: list[tuple[str, 
   saved = [restore.load_workdir_config(workdir, _member_label(name))
            for name, workdir in members]
   data = config if restore.names_data(config) else saved[0]
+  if data is saved[0]:  # The first member's own data: checked like a command line's.
+    run_config.check_saved_data(data, pathlib.Path(members[0][1]) / files.CONFIG_FILE)
   mesh = sharding.create_mesh()
   restored, evals, tests = [], [], []
   dataset = None  # All members read `data`: opened (prepared, decoded) once, for all.

@@ -1,10 +1,12 @@
 """Writes that never leave a half-written file: results, CSVs, JSON, PNGs."""
 
 import csv
+import errno
 import glob
 import json
 import os
 import pathlib
+import tempfile
 from typing import Callable, Iterable
 
 from vgg_flax.workdir import disk
@@ -20,21 +22,35 @@ def write_atomically(path: str | os.PathLike, write: Callable[[pathlib.Path], No
     disk.StorageError: the disk is full, read-only or not writable (one line).
   """
   path = pathlib.Path(path)
-  # Same folder (so the rename is atomic), hidden, and unique to this process.
-  tmp = path.with_name(f'.{path.stem}.{os.getpid()}.tmp{path.suffix}')
+  tmp = None
   try:
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(path)
+    tmp = _new_temporary(path)
     write(tmp)
+    if not tmp.stat().st_size:  # No result is an empty file; keep the old one.
+      raise FileNotFoundError(errno.ENOENT, 'the writer wrote nothing', str(tmp))
     with open(tmp, 'rb+') as f:
       os.fsync(f.fileno())
     os.replace(tmp, path)
   except BaseException as error:
-    tmp.unlink(missing_ok=True)
+    if tmp is not None:
+      tmp.unlink(missing_ok=True)
     if isinstance(error, OSError) and disk.is_storage_failure(error, written=path.parent):
       raise disk.StorageError(f'cannot write {path}: {disk.describe(error)}; free space '
                               '(or make it writable) and run again.') from error
     raise
+
+
+def _new_temporary(path: pathlib.Path) -> pathlib.Path:
+  """A new empty file beside `path`: same folder (so the rename is atomic), hidden, named
+  with this process's pid (for `_remove_stale_temporaries`) and a random part, and created
+  exclusively, so a file or link planted under a predictable name is never written through.
+  """
+  fd, name = tempfile.mkstemp(prefix=f'.{path.stem}.{os.getpid()}.', suffix=f'.tmp{path.suffix}',
+                              dir=path.parent)
+  os.close(fd)
+  return pathlib.Path(name)
 
 
 def _remove_stale_temporaries(path: pathlib.Path) -> None:

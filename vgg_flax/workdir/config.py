@@ -11,7 +11,9 @@ module asks whether a field exists.
 import json
 import os
 import pathlib
+import re
 
+from absl import logging
 import jax
 import ml_collections
 
@@ -242,24 +244,115 @@ def _merged(base: dict, saved: dict) -> dict:
   return merged
 
 
-def migrate(saved: dict) -> ml_collections.ConfigDict:
-  """The content of any `config.json` as today's config.
+# Fields whose value may take another type than their default's.
+_UNION_TYPES = {'cache': (bool, str)}
+# What a saved config must hold: every format has written the model it trained.
+_REQUIRED_SECTIONS = ('model',)
+# A TFDS dataset name, optionally with a config and version (`name/config:1.0.0`).
+_DATASET_NAME = re.compile(r'^[a-z][a-z0-9_]*(/[a-z0-9_.]+)?(:[0-9.]+)?$')
+
+
+def _kind(value) -> str:
+  if isinstance(value, bool):
+    return 'True or False'
+  if isinstance(value, dict):
+    return 'a section of fields'
+  if isinstance(value, (list, tuple)):
+    return 'a list'
+  return {int: 'an int', float: 'a number', str: 'a string'}.get(type(value), 'a value')
+
+
+def _fits(value, default, name: str) -> bool:
+  """Whether a saved value has the type its field takes (by the default's type)."""
+  if name in _UNION_TYPES:
+    return isinstance(value, _UNION_TYPES[name])
+  if isinstance(default, bool) or default is None:
+    return default is None or isinstance(value, bool)
+  if isinstance(default, int):
+    return isinstance(value, int) and not isinstance(value, bool)
+  if isinstance(default, float):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+  if isinstance(default, (list, tuple)):
+    return isinstance(value, list)
+  if isinstance(default, dict):
+    return isinstance(value, dict)
+  return isinstance(value, type(default))
+
+
+def _check_saved_types(saved: dict, defaults: dict, where: str, prefix: str = '') -> None:
+  """Refuses a saved field whose value is not of its field's type (fields today's code no
+  longer knows are left alone: migration merges them over the defaults)."""
+  for key, value in saved.items():
+    name = f'{prefix}{key}'
+    if key not in defaults:
+      continue
+    default = defaults[key]
+    _require(_fits(value, default, name),
+             f'{where}: field {name!r} holds {value!r}; expected {_kind(default)} like '
+             f'{default!r}. Was the file edited? Restore it from the run that trained.')
+    if isinstance(default, dict):
+      _check_saved_types(value, default, where, f'{name}.')
+
+
+def migrate(saved: dict, where: str = files.CONFIG_FILE) -> ml_collections.ConfigDict:
+  """The content of any `config.json` as today's config, checked like a command line's.
 
   Every format so far only added fields, each with a default that reproduces what the code
   did before the field existed, so an older file is merged over `configs/default.py`.
 
   Args:
     saved: the parsed JSON, of any `format_version` up to `FORMAT_VERSION`.
+    where: the file, for messages.
 
   Raises:
-    ConfigError: a file written by a newer version of this project.
+    ConfigError: a file written by a newer version of this project, or one whose fields
+      are missing, of the wrong type or out of range (one line naming the file and field).
   """
   saved = dict(saved)
   version = saved.pop(FORMAT_KEY, 1)
+  _require(isinstance(version, int) and not isinstance(version, bool) and version >= 1,
+           f'{where}: field {FORMAT_KEY!r} holds {version!r}; expected an int from 1.')
   if version > FORMAT_VERSION:
-    raise ConfigError(f'config.json has format_version {version}; this code reads up to '
+    raise ConfigError(f'{where} has format_version {version}; this code reads up to '
                       f'{FORMAT_VERSION}: update the project.')
-  return ml_collections.ConfigDict(_merged(default.get_config().to_dict(), saved))
+  for section in _REQUIRED_SECTIONS:
+    _require(section in saved, f'{where}: no field {section!r}; a training run always writes '
+             'it. Was the file edited? Restore it from the run that trained.')
+  defaults = default.get_config().to_dict()
+  _check_saved_types(saved, defaults, where)
+  config = ml_collections.ConfigDict(_merged(defaults, saved))
+  try:
+    _check_model(config.model)
+  except ConfigError as error:
+    raise ConfigError(f'{where}: {error}') from None
+  return config
+
+
+def check_saved_data(config: ml_collections.ConfigDict, where: str | os.PathLike) -> None:
+  """Checks the data section of a workdir's saved config before a run reads data by it.
+
+  Used when the command line names no data: then the workdir's own `dataset`, `data_source`
+  and `data_dir` are used, and a copied workdir must not decide where data is read from or
+  written to. The source must exist, `data_dir` must be an existing folder (nothing is
+  created where the file says), and the dataset a plain TFDS name. The log says which data.
+
+  Raises:
+    ConfigError: one line naming the file, the field and the value.
+  """
+  dataset, source, data_dir = config.dataset, config.data_source, config.data_dir
+  _require(bool(_DATASET_NAME.match(dataset)),
+           f'{where}: dataset={dataset!r} is not a dataset name; give --config.dataset and '
+           '--config.data_source on the command line.')
+  _require(not source or pathlib.Path(source).expanduser().exists(),
+           f'{where}: data_source={source!r} does not exist here; the command line names no '
+           'data, so the workdir\'s would be used: give --config.data_source (and '
+           '--config.data_dir) for this machine.')
+  _require(not data_dir or pathlib.Path(data_dir).expanduser().is_dir(),
+           f'{where}: data_dir={data_dir!r} is not an existing folder; the command line names '
+           'no data, and no folder is created where a saved config says: give '
+           '--config.data_dir (and --config.data_source) for this machine.')
+  logging.info('Using data from %s (the command line names none): dataset=%s, '
+               'data_source=%s, data_dir=%s.', where, dataset, source, data_dir)
 
 
 def write_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -> None:
@@ -269,12 +362,22 @@ def write_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) 
 
 
 def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
-  """The config saved in a workdir's `config.json`, brought to today's format (`migrate`).
+  """The config saved in a workdir's `config.json`, checked and brought to today's format.
 
   Raises:
-    ConfigError: the workdir holds no `config.json`.
+    ConfigError: the workdir holds no `config.json`, or it cannot be read, is not a JSON
+      object, or holds a field of the wrong type or value (one line naming file and field).
   """
   path = pathlib.Path(workdir) / files.CONFIG_FILE
   if not path.exists():
     raise ConfigError(f'{path} does not exist: {workdir} is not a vgg_flax workdir.')
-  return migrate(json.loads(path.read_text()))
+  try:
+    saved = json.loads(path.read_text(encoding='utf-8'))
+  except json.JSONDecodeError as error:
+    raise ConfigError(f'{path}: not valid JSON ({error.msg} at line {error.lineno}, column '
+                      f'{error.colno}); expected the config a training run wrote.') from None
+  except (OSError, UnicodeDecodeError) as error:
+    raise ConfigError(f'{path}: cannot be read ({error}).') from None
+  _require(isinstance(saved, dict), f'{path}: holds a JSON {type(saved).__name__}, not a JSON '
+           'object of config fields; expected the config a training run wrote.')
+  return migrate(saved, str(path))

@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import socket
+import stat
 
 from absl import logging
 
@@ -19,7 +20,31 @@ LOCK_NAME = '.lock'
 
 
 class WorkdirBusyError(RuntimeError):
-  """Another live process trains in this workdir."""
+  """Another live process trains in this workdir, or its lock file is not a plain file."""
+
+
+# What a planted `.lock` may be instead of a regular file, for the message.
+_KINDS = ((stat.S_ISLNK, 'a symbolic link'), (stat.S_ISDIR, 'a folder'),
+          (stat.S_ISFIFO, 'a FIFO'), (stat.S_ISSOCK, 'a socket'))
+
+
+def _open_lock_file(path: pathlib.Path):
+  """Opens (creating) the lock file itself: never through a symbolic link, never a folder,
+  FIFO or device, so taking the lock cannot write into (or empty) any other file."""
+  flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+  try:
+    fd = os.open(path, flags, 0o644)
+  except OSError:
+    fd = None
+  mode = os.fstat(fd).st_mode if fd is not None else os.lstat(path).st_mode
+  if not stat.S_ISREG(mode):
+    if fd is not None:
+      os.close(fd)
+    kind = next((name for test, name in _KINDS if test(mode)), 'not a file')
+    raise WorkdirBusyError(f'{path} is not a regular file ({kind}): a run keeps its pid there. '
+                           'Remove it and run again.')
+  os.set_blocking(fd, True)
+  return os.fdopen(fd, 'a+', encoding='utf-8')
 
 
 def _owner_of(lock_file) -> dict:
@@ -52,7 +77,7 @@ class WorkdirLock:
 
   def acquire(self) -> None:
     """Takes the lock, or raises `WorkdirBusyError` naming the process that holds it."""
-    lock_file = open(self.path, 'a+', encoding='utf-8')  # pylint: disable=consider-using-with
+    lock_file = _open_lock_file(self.path)
     try:
       fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

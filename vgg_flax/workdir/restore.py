@@ -169,6 +169,8 @@ def restore_model(name: str, workdir: str | os.PathLike, *,
       data's.
   """
   saved = load_workdir_config(workdir, name)
+  if data is None:  # The workdir's own data: checked like a command line's.
+    run_config.check_saved_data(saved, pathlib.Path(workdir) / files.CONFIG_FILE)
   config = resolve_config(saved, runtime, data if data is not None else saved)
   run_config.validate_config(config)  # E.g. an eval_batch_size the devices cannot split.
   mesh = mesh or sharding.create_mesh()
