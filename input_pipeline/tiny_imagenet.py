@@ -194,6 +194,8 @@ class Source:
     except (zipfile.BadZipFile, zlib.error, EOFError) as e:
       raise DataError(f'{where}: cannot be read from the zip ({e}); the zip is damaged: '
                       'download it again.') from None
+    except FileNotFoundError:
+      raise DataError(f'{where}: file not found.') from None
     except OSError as e:  # A folder where a file belongs, no permission, an I/O error.
       raise DataError(f'{where}: cannot be read ({e.strerror or e}).') from None
 

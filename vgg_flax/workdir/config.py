@@ -273,7 +273,7 @@ def _fits(value, default, name: str) -> bool:
   if isinstance(default, float):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
   if isinstance(default, (list, tuple)):
-    return isinstance(value, list)
+    return isinstance(value, (list, tuple))
   if isinstance(default, dict):
     return isinstance(value, dict)
   return isinstance(value, type(default))

@@ -7,6 +7,7 @@ with a line naming the first.
 """
 
 import datetime
+import errno
 import fcntl
 import json
 import os
@@ -30,21 +31,33 @@ _KINDS = ((stat.S_ISLNK, 'a symbolic link'), (stat.S_ISDIR, 'a folder'),
 
 def _open_lock_file(path: pathlib.Path):
   """Opens (creating) the lock file itself: never through a symbolic link, never a folder,
-  FIFO or device, so taking the lock cannot write into (or empty) any other file."""
+  FIFO or device, so taking the lock cannot write into (or empty) any other file.
+
+  Raises:
+    WorkdirBusyError: `.lock` is not a regular file (one line).
+    OSError: the workdir cannot be written (the caller's disk-error handling words it).
+  """
   flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
   try:
     fd = os.open(path, flags, 0o644)
-  except OSError:
-    fd = None
-  mode = os.fstat(fd).st_mode if fd is not None else os.lstat(path).st_mode
+  except OSError as error:
+    # ELOOP: a symbolic link; EISDIR: a folder; ENXIO: a socket. Anything else (a full or
+    # read-only disk, no permission) is the disk's error, not a planted file.
+    if error.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+      raise
+    _refuse(path, os.lstat(path).st_mode)
+  mode = os.fstat(fd).st_mode
   if not stat.S_ISREG(mode):
-    if fd is not None:
-      os.close(fd)
-    kind = next((name for test, name in _KINDS if test(mode)), 'not a file')
-    raise WorkdirBusyError(f'{path} is not a regular file ({kind}): a run keeps its pid there. '
-                           'Remove it and run again.')
+    os.close(fd)
+    _refuse(path, mode)
   os.set_blocking(fd, True)
   return os.fdopen(fd, 'a+', encoding='utf-8')
+
+
+def _refuse(path: pathlib.Path, mode: int) -> None:
+  kind = next((name for test, name in _KINDS if test(mode)), 'not a file')
+  raise WorkdirBusyError(f'{path} is not a regular file ({kind}): a run keeps its pid there. '
+                         'Remove it and run again.')
 
 
 def _owner_of(lock_file) -> dict:
