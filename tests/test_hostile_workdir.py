@@ -128,26 +128,22 @@ def test_copied_workdir_data_is_checked_before_use(workdir, tmp_path):
   assert not elsewhere.exists()
 
 
-@pytest.mark.slow  # main.py or a converter in a subprocess.
-def test_log_says_which_data_a_copied_workdir_uses(workdir):
-  result = main_py('--mode=evaluate', f'--workdir={workdir}')
-  assert result.returncode == 0, result.stderr[-3000:]
-  saved = json.loads((workdir / 'config.json').read_text())
-  assert (f"data from {workdir / 'config.json'} (the command line names none): dataset="
-          f"{saved['dataset']}, data_source={saved['data_source']}") in result.stderr
-
-
 # --- The compilation cache -------------------------------------------------------------------
 
 
 @pytest.mark.slow  # main.py or a converter in a subprocess.
-def test_default_cache_is_private_to_the_user(workdir, tmp_path):
+def test_copied_workdir_evaluates_with_its_data_logged_and_a_private_cache(workdir, tmp_path):
   home = tmp_path / 'home'
   env = environment(HOME=str(home))
   env.pop('JAX_COMPILATION_CACHE_DIR', None)
   env.pop('XDG_CACHE_HOME', None)
   result = main_py('--mode=evaluate', f'--workdir={workdir}', env=env)
   assert result.returncode == 0, result.stderr[-3000:]
+  # The command line names no data: the log says which data the workdir's config names.
+  saved = json.loads((workdir / 'config.json').read_text())
+  assert (f"data from {workdir / 'config.json'} (the command line names none): dataset="
+          f"{saved['dataset']}, data_source={saved['data_source']}") in result.stderr
+  # The compiled steps went to the user's own cache folder, mode 0700, not beside the workdir.
   cache = home / '.cache' / 'vgg_flax' / 'jax'
   assert cache.is_dir() and any(cache.iterdir())
   assert cache.stat().st_mode & 0o777 == 0o700
