@@ -400,21 +400,18 @@ class ImageFolder(tiny_imagenet.TinyImagenet):
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Class folders; hold-out of train/ when there is no val/.'}
   BUILDER_CONFIGS = []  # Made per source by `builder_config`.
+  HOMEPAGE = None
+  # Stored in class then file-name order (`_info`'s disable_shuffling): evaluation and
+  # predictions keep it. The class names are the folder names.
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    config = self.builder_config
-    size = config.image_size
-    return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(size, size, 3)),
-            'label': tfds.features.ClassLabel(names=config.classes),
-            'file_name': tfds.features.Text(),
-        }),
-        supervised_keys=('image', 'label'),
-        metadata=tfds.core.MetadataDict(class_names=list(config.classes)),
-        # Stored in class then file-name order: evaluation and predictions keep it.
-        disable_shuffling=True,
-    )
+  def stored_size(self) -> int:
+    return self.builder_config.image_size
+
+  def labels(self) -> tuple[str, ...]:
+    return tuple(self.builder_config.classes)
+
+  def class_names(self) -> tuple[str, ...]:
+    return tuple(self.builder_config.classes)
 
   def decode(self, data: bytes, name: str) -> bytes | np.ndarray:
     return decode_image(data, name, self.builder_config.image_size)

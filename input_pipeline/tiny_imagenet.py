@@ -527,18 +527,29 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
   # from looking for a checksums file next to this module, a look-up that needs the
   # `importlib_resources` package, which tensorflow-datasets 4.9.10 uses but does not pin.
   url_infos = None
+  HOMEPAGE = 'https://cs231n.stanford.edu/'
+
+  # What `_info` describes; a builder of another layout (image folders) overrides these three.
+  def stored_size(self) -> int:
+    return IMAGE_SIZE
+
+  def labels(self) -> tuple[str, ...]:
+    return self.builder_config.wnids
+
+  def class_names(self) -> tuple[str, ...]:
+    return self.builder_config.class_names
 
   def _info(self) -> tfds.core.DatasetInfo:
-    config = self.builder_config
+    size = self.stored_size()
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(IMAGE_SIZE, IMAGE_SIZE, 3)),
-            'label': tfds.features.ClassLabel(names=config.wnids),
+            'image': tfds.features.Image(shape=(size, size, 3)),
+            'label': tfds.features.ClassLabel(names=self.labels()),
             'file_name': tfds.features.Text(),
         }),
         supervised_keys=('image', 'label'),
-        homepage='https://cs231n.stanford.edu/',
-        metadata=tfds.core.MetadataDict(class_names=list(config.class_names)),
+        homepage=self.HOMEPAGE,
+        metadata=tfds.core.MetadataDict(class_names=list(self.class_names())),
         # Examples are written in file-name order, so evaluation and predictions keep it.
         disable_shuffling=True,
     )
