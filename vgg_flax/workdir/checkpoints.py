@@ -15,7 +15,9 @@ killed run are ignored, and removed when the workdir is next trained.
 import math
 import os
 import pathlib
+import sys
 import time
+import traceback
 from typing import Any, Callable
 
 import jax
@@ -107,6 +109,44 @@ def _move_aside(manager: ocp.CheckpointManager, epoch: int) -> pathlib.Path:
   return target
 
 
+def _is_abandoned_read(unraisable: Any) -> bool:
+  """Whether an unraisable exception comes from a read orbax abandoned in a failed restore.
+
+  Orbax restores every array concurrently and ends its event loop at the first failure. The
+  other reads still finish: each either raises in a coroutine nobody awaits any more
+  (orbax's own code) or, from TensorStore's threads, finds the loop closed (asyncio's
+  `_check_closed`). Python reports both as unraisable, one traceback each, after the
+  restore has returned.
+  """
+  code = getattr(unraisable.object, 'cr_code', None)
+  if code is not None and f'{os.sep}orbax{os.sep}' in code.co_filename:
+    return True
+  frames = traceback.extract_tb(unraisable.exc_traceback)
+  return bool(frames) and frames[-1].name == '_check_closed' and (
+      f'{os.sep}asyncio{os.sep}' in frames[-1].filename)
+
+
+def _quiet_abandoned_reads() -> None:
+  """Logs the abandoned reads of a failed restore at debug level instead of printing them.
+
+  The failure itself is already reported (one warning per checkpoint). Installed once, after
+  the first failed restore, in front of the hook there was; other unraisable exceptions still
+  reach that hook.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, 'quiets_abandoned_reads', False):
+    return
+
+  def hook(unraisable):
+    if _is_abandoned_read(unraisable):
+      logging.debug('An abandoned checkpoint read failed: %s', unraisable.exc_value)
+    else:
+      previous(unraisable)
+
+  hook.quiets_abandoned_reads = True
+  sys.unraisablehook = hook
+
+
 def _restore_newest(manager: ocp.CheckpointManager, restore: Callable[[int], Any], item: str,
                     target: Any, move_damaged: bool, start_over: str) -> Any:
   """`restore(epoch)` of the newest epoch that restores, newest first.
@@ -126,6 +166,7 @@ def _restore_newest(manager: ocp.CheckpointManager, restore: Callable[[int], Any
     except Exception as error:  # pylint: disable=broad-except
       # Orbax raises many kinds (JSON, Unicode, TensorStore, KeyError) for damaged files:
       # whatever it raises, the checkpoint before may still restore.
+      _quiet_abandoned_reads()
       failures.append((epoch, error))
       logging.warning('%s/%d cannot be restored (%s: %s); trying the checkpoint before it.',
                       folder, epoch, type(error).__name__, str(error).split('\n')[0][:200])
