@@ -23,10 +23,16 @@ than by the cache's full permutation.
 
 A run opens its data once (`open_dataset`) and passes the `Dataset` down: it owns the
 prepared builder, its info and what is decoded into memory, so the module keeps no state.
-Importing this module keeps TensorFlow off the accelerators (`hide_gpus_from_tf`), the one
-place that does: every TensorFlow user of the project imports it.
+TensorFlow is imported on first use (etils' `epy.lazy_imports`), not with this module: it
+takes seconds to import, and `main.py` answers a mistake in a workdir, a lock or a weights file
+before any data is read. The first use also keeps TensorFlow off the accelerators
+(`hide_gpus_from_tf`, the one place that does): every TensorFlow user of the project imports
+it through `lazy_tensorflow`, and `prepared_builder` touches it before TFDS can run an op.
 """
 
+from __future__ import annotations
+
+import contextlib
 import dataclasses
 import json
 import math
@@ -41,8 +47,8 @@ import jax
 from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
+from etils import epy
 
 from input_pipeline import image_folder
 from input_pipeline import synthetic
@@ -50,16 +56,33 @@ from input_pipeline import tiny_imagenet
 from input_pipeline.tiny_imagenet import DataError
 
 
-def hide_gpus_from_tf() -> None:
-  """Keeps TensorFlow off the accelerators, which belong to JAX."""
+def hide_gpus_from_tf(_: str = 'tensorflow') -> None:
+  """Keeps TensorFlow off the accelerators, which belong to JAX.
+
+  Runs when TensorFlow is first imported (`lazy_tensorflow`'s callback, which passes the
+  module's name): TF sets up its devices once, at its first op, so this comes before any.
+  """
+  import tensorflow  # pylint: disable=g-import-not-at-top  # Already imported: a lookup.
   try:
-    tf.config.set_visible_devices([], 'GPU')
+    tensorflow.config.set_visible_devices([], 'GPU')
   except RuntimeError:
     pass  # TF has already set up its devices; it is too late to change them.
 
 
-# Before any TensorFlow op: TF sets up its devices once, at the first op.
-hide_gpus_from_tf()
+@contextlib.contextmanager
+def lazy_tensorflow():
+  """`with lazy_tensorflow(): import tensorflow as tf` imports TF at its first attribute.
+
+  The import hides the GPUs from TF (`hide_gpus_from_tf`). Modules that annotate with TF
+  types need `from __future__ import annotations`, or the annotation imports it.
+  """
+  with epy.lazy_imports(success_callback=hide_gpus_from_tf):
+    yield
+
+
+with lazy_tensorflow():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
 
 # `config.cache` values: keep decoded splits in memory, stream them, or decide by size.
 CACHE_CHOICES = (True, False, 'auto')
@@ -165,6 +188,8 @@ def prepared_builder(dataset: str, source: str, directory: str, skip_corrupt: bo
   shared file system they then find the data ready; with a disk per host they prepare
   their own copy. Preparing concurrently into one folder would collide.
   """
+
+  tf.constant(0)  # Imports TF, GPUs hidden, before TFDS can import it and run an op.
 
   def make():
     if (module := local_builder(dataset)) is not None:

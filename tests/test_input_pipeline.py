@@ -4,6 +4,8 @@ import ast
 import io
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -14,6 +16,8 @@ from input_pipeline import pipeline
 from input_pipeline import synthetic
 from input_pipeline import tiny_imagenet
 from input_pipeline.tiny_imagenet import DataError
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(params=['folder', 'zip'])
@@ -335,7 +339,7 @@ def test_module_keeps_no_mutable_state():
 
 
 def test_tensorflow_kept_off_the_gpus_in_one_place(monkeypatch):
-  """One call hides the GPUs from TensorFlow: at the import of the pipeline."""
+  """One call hides the GPUs from TensorFlow: at its first use, through the pipeline."""
   repo = pathlib.Path(pipeline.__file__).resolve().parents[1]
   code = [p for p in repo.rglob('*.py') if not {'tests', '.venv', 'venv'} & set(p.parts)]
   calls = [f'{p.relative_to(repo)}:{n}' for p in code
@@ -351,3 +355,24 @@ def test_tensorflow_kept_off_the_gpus_in_one_place(monkeypatch):
   monkeypatch.setattr(pipeline.tf.config, 'set_visible_devices', too_late)
   pipeline.hide_gpus_from_tf()  # Too late is no error: TF had set up its devices already.
   assert seen == [([], 'GPU')]
+
+
+FIRST_USE_OF_TENSORFLOW = """
+import sys
+import vgg_flax.cli.dispatch  # All that main.py imports before a mode runs.
+print('imported at start:', 'tensorflow' in sys.modules)
+import tensorflow  # The real module: the lazy ones resolve to it.
+calls = []
+tensorflow.config.set_visible_devices = lambda *args: calls.append(args)
+from vgg_flax.train import tensorboard_log
+tensorboard_log.tf.constant(0)
+print('hidden:', calls)
+"""
+
+
+@pytest.mark.slow  # A fresh process: this session imported TensorFlow long ago.
+def test_main_imports_tensorflow_at_first_use_and_hides_the_gpus_then():
+  result = subprocess.run([sys.executable, '-c', FIRST_USE_OF_TENSORFLOW], capture_output=True,
+                          text=True, timeout=120, check=False, cwd=REPO)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.splitlines() == ['imported at start: False', "hidden: [([], 'GPU')]"]

@@ -10,17 +10,21 @@ is converted by PIL (to RGB, or to grayscale for a grayscale dataset) and resize
 The model then resizes to `image_size` on the device, as in training.
 """
 
+from __future__ import annotations
+
 import glob
 import os
 import pathlib
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image
 
 from input_pipeline import image_files
 from input_pipeline import pipeline
 from input_pipeline import tiny_imagenet
+
+with pipeline.lazy_tensorflow():  # Imported at first use, GPUs hidden.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 # What a folder is searched for (a file or a glob is taken as given): `image_files.FORMATS`.
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')

@@ -16,7 +16,6 @@ from typing import Callable, Iterable
 import jax
 import ml_collections
 from absl import logging
-from clu import periodic_actions
 
 from input_pipeline import image_folder
 from input_pipeline import pipeline
@@ -35,6 +34,9 @@ from vgg_flax.workdir import config as run_config
 from vgg_flax.workdir import disk
 from vgg_flax.workdir import files
 from vgg_flax.workdir import lock
+
+with pipeline.lazy_tensorflow():  # clu's periodic actions import TensorFlow: at first use.
+  from clu import periodic_actions  # pylint: disable=g-import-not-at-top
 
 
 class NonFiniteLossError(RuntimeError):

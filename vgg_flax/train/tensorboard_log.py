@@ -18,6 +18,8 @@ Train and val carry the same tags, so TensorBoard draws them on one chart per me
 sizes line up.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import pathlib
 from typing import Any, Callable
@@ -26,11 +28,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
-from clu import metric_writers
-from tensorboard.plugins.hparams import api as hparams_api
 # The hparams plugin's own proto: the only way to mark columns `differs` (design.md).
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -42,6 +41,13 @@ from vgg_flax.core import steps
 from vgg_flax.workdir import atomic
 from vgg_flax.workdir import config as run_config
 from vgg_flax.workdir import files
+
+# Imported at first use, with the GPUs hidden from TF: clu's writers and TensorBoard's hparams
+# API import TensorFlow.
+with pipeline.lazy_tensorflow():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  from tensorboard.plugins.hparams import api as hparams_api  # pylint: disable=g-import-not-at-top
 
 EPOCH_METRICS = ('loss', 'accuracy', 'top5_accuracy')
 # The HPARAMS table's metric columns: tag in the `val` run -> column title.
@@ -61,15 +67,22 @@ _PROGRESS_TAGS = {'steps_per_sec': 'per_step/steps_per_sec', 'uptime': 'housekee
 STEP_TAG_PREFIXES = ('per_step/', 'housekeeping/uptime', 'train/', 'epoch/')
 
 
-class _Renamed(metric_writers.MultiWriter):
-  """Writes scalars to `writer` under the tags that `rename` gives."""
+class _Renamed:
+  """Writes scalars to `writer` under the tags that `rename` gives.
+
+  clu's `MetricWriter` interface by delegation: a subclass of clu's writers would import
+  TensorFlow with this module.
+  """
 
   def __init__(self, writer, rename: Callable[[str], str]):
-    super().__init__([writer])
+    self._writer = writer
     self._rename = rename
 
   def write_scalars(self, step: int, scalars) -> None:
-    super().write_scalars(step, {self._rename(k): v for k, v in scalars.items()})
+    self._writer.write_scalars(step, {self._rename(k): v for k, v in scalars.items()})
+
+  def __getattr__(self, name: str):
+    return getattr(self._writer, name)
 
   def close(self) -> None:
     pass  # The wrapped writer belongs to `Writers`.
