@@ -376,3 +376,4 @@ def test_main_imports_tensorflow_at_first_use_and_hides_the_gpus_then():
                           text=True, timeout=120, check=False, cwd=REPO)
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.splitlines() == ['imported at start: False', "hidden: [([], 'GPU')]"]
+

@@ -7,6 +7,10 @@ half-written by stopping, so the first signal raises `Interrupted` at once. Insi
 loop calls `check()` after each step and between epochs, which raises `Interrupted`, and
 checkpoint saves in flight finish, so the workdir resumes exactly. A second signal, anywhere,
 ends the process at once with one line and the shell's status (128 + the signal).
+
+A first signal that arrives during an import (TensorFlow's takes seconds, and is made at its
+first use) is raised once the import is done: an exception raised while a native module
+initialises aborts the process (pybind11 calls `std::terminate`).
 """
 
 import contextlib
@@ -21,6 +25,8 @@ from absl import logging
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _requested: list[int] = []  # The signal received, if any (a list: set from the handler).
 _in_training: list[bool] = []  # Non-empty inside `stop_at_step_boundary()`.
+# How often a signal that arrived during an import looks again whether the import is done.
+_RETRY_SECONDS = 0.05
 
 
 class Interrupted(BaseException):
@@ -36,8 +42,30 @@ class Interrupted(BaseException):
     super().__init__(message or f'stopped by {signal.Signals(signum).name}.')
 
 
+def _importing(frame) -> bool:
+  """Whether `frame` runs inside an import, where a native module may be initialising."""
+  while frame is not None:
+    if frame.f_code.co_filename.startswith('<frozen importlib._bootstrap'):
+      return True
+    frame = frame.f_back
+  return False
+
+
+def _raise_when_safe(signum: int, frame) -> None:
+  """Raises `Interrupted` now, or, inside an import, a moment after it is done."""
+  if _importing(frame):
+    signal.signal(signal.SIGALRM, _on_retry)
+    signal.setitimer(signal.ITIMER_REAL, _RETRY_SECONDS)
+    return
+  raise Interrupted(signum)
+
+
+def _on_retry(signum: int, frame) -> None:
+  del signum
+  _raise_when_safe(_requested[0], frame)
+
+
 def _on_signal(signum: int, frame) -> None:
-  del frame
   name = signal.Signals(signum).name
   if _requested:
     # The user does not want to wait: no cleanup (an unfinished checkpoint save is ignored
@@ -46,7 +74,8 @@ def _on_signal(signum: int, frame) -> None:
     os._exit(128 + signum)  # pylint: disable=protected-access
   _requested.append(signum)
   if not _in_training:
-    raise Interrupted(signum)
+    _raise_when_safe(signum, frame)
+    return
   logging.warning('%s received: stopping at the next step boundary (send it again to stop '
                   'at once).', name)
 

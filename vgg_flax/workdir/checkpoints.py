@@ -129,9 +129,9 @@ def _is_abandoned_read(unraisable: Any) -> bool:
 def _quiet_abandoned_reads() -> None:
   """Logs the abandoned reads of a failed restore at debug level instead of printing them.
 
-  The failure itself is already reported (one warning per checkpoint). Installed once, after
-  the first failed restore, in front of the hook there was; other unraisable exceptions still
-  reach that hook.
+  The failure itself is reported (one warning per checkpoint). Installed once, before the
+  first restore, in front of the hook there was; other unraisable exceptions still reach that
+  hook.
   """
   previous = sys.unraisablehook
   if getattr(previous, 'quiets_abandoned_reads', False):
@@ -158,6 +158,8 @@ def _restore_newest(manager: ocp.CheckpointManager, restore: Callable[[int], Any
   """
   folder = pathlib.Path(manager.directory)
   failures = []
+  # Before the first read: abandoned reads finish while orbax is still raising.
+  _quiet_abandoned_reads()
   for epoch in sorted(manager.all_steps(), reverse=True):
     try:
       if target is not None:
@@ -166,7 +168,6 @@ def _restore_newest(manager: ocp.CheckpointManager, restore: Callable[[int], Any
     except Exception as error:  # pylint: disable=broad-except
       # Orbax raises many kinds (JSON, Unicode, TensorStore, KeyError) for damaged files:
       # whatever it raises, the checkpoint before may still restore.
-      _quiet_abandoned_reads()
       failures.append((epoch, error))
       logging.warning('%s/%d cannot be restored (%s: %s); trying the checkpoint before it.',
                       folder, epoch, type(error).__name__, str(error).split('\n')[0][:200])
