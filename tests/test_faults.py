@@ -98,6 +98,7 @@ def error_lines(output: str) -> list[str]:
 
 def assert_one_line_error(output: str, *parts: str) -> str:
   assert 'Traceback' not in output, output[-3000:]
+  assert 'exception was never retrieved' not in output, output[-3000:]  # asyncio's reports.
   lines = error_lines(output)
   assert len(lines) == 1, output[-3000:]
   for part in parts:

@@ -15,15 +15,14 @@ killed run are ignored, and removed when the workdir is next trained.
 import math
 import os
 import pathlib
-import sys
 import time
-import traceback
 from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from vgg_flax.workdir import abandoned_reads
 from vgg_flax.workdir import disk
 from vgg_flax.workdir import files
 
@@ -109,44 +108,6 @@ def _move_aside(manager: ocp.CheckpointManager, epoch: int) -> pathlib.Path:
   return target
 
 
-def _is_abandoned_read(unraisable: Any) -> bool:
-  """Whether an unraisable exception comes from a read orbax abandoned in a failed restore.
-
-  Orbax restores every array concurrently and ends its event loop at the first failure. The
-  other reads still finish: each either raises in a coroutine nobody awaits any more
-  (orbax's own code) or, from TensorStore's threads, finds the loop closed (asyncio's
-  `_check_closed`). Python reports both as unraisable, one traceback each, after the
-  restore has returned.
-  """
-  code = getattr(unraisable.object, 'cr_code', None)
-  if code is not None and f'{os.sep}orbax{os.sep}' in code.co_filename:
-    return True
-  frames = traceback.extract_tb(unraisable.exc_traceback)
-  return bool(frames) and frames[-1].name == '_check_closed' and (
-      f'{os.sep}asyncio{os.sep}' in frames[-1].filename)
-
-
-def _quiet_abandoned_reads() -> None:
-  """Logs the abandoned reads of a failed restore at debug level instead of printing them.
-
-  The failure itself is reported (one warning per checkpoint). Installed once, before the
-  first restore, in front of the hook there was; other unraisable exceptions still reach that
-  hook.
-  """
-  previous = sys.unraisablehook
-  if getattr(previous, 'quiets_abandoned_reads', False):
-    return
-
-  def hook(unraisable):
-    if _is_abandoned_read(unraisable):
-      logging.debug('An abandoned checkpoint read failed: %s', unraisable.exc_value)
-    else:
-      previous(unraisable)
-
-  hook.quiets_abandoned_reads = True
-  sys.unraisablehook = hook
-
-
 def _restore_newest(manager: ocp.CheckpointManager, restore: Callable[[int], Any], item: str,
                     target: Any, move_damaged: bool, start_over: str) -> Any:
   """`restore(epoch)` of the newest epoch that restores, newest first.
@@ -159,7 +120,7 @@ def _restore_newest(manager: ocp.CheckpointManager, restore: Callable[[int], Any
   folder = pathlib.Path(manager.directory)
   failures = []
   # Before the first read: abandoned reads finish while orbax is still raising.
-  _quiet_abandoned_reads()
+  abandoned_reads.quiet()
   for epoch in sorted(manager.all_steps(), reverse=True):
     try:
       if target is not None:
@@ -168,6 +129,7 @@ def _restore_newest(manager: ocp.CheckpointManager, restore: Callable[[int], Any
     except Exception as error:  # pylint: disable=broad-except
       # Orbax raises many kinds (JSON, Unicode, TensorStore, KeyError) for damaged files:
       # whatever it raises, the checkpoint before may still restore.
+      abandoned_reads.restore_failed()
       failures.append((epoch, error))
       logging.warning('%s/%d cannot be restored (%s: %s); trying the checkpoint before it.',
                       folder, epoch, type(error).__name__, str(error).split('\n')[0][:200])
