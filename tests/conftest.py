@@ -156,15 +156,26 @@ def pytest_collection_modifyitems(items):
   items.sort(key=rank)
 
 
+def worker_cpus(worker: str | None, workers: int, cpus: list[int]) -> set[int] | None:
+  """The CPUs of xdist worker `worker` ('gw0', ...) of `workers`: an equal share of `cpus`.
+
+  None (no pinning) outside xdist, for one worker, or with fewer CPUs than workers.
+  """
+  if worker is None or not 1 < workers <= len(cpus):
+    return None
+  return set(cpus[int(worker.removeprefix('gw'))::workers])
+
+
 def pytest_configure(config):
-  """Pins each xdist worker, and the processes it starts, to a CPU of its own.
+  """Gives each xdist worker, and the processes it starts, CPUs of its own.
 
   Otherwise every JAX, XLA and TensorFlow process sizes its thread pools to all the CPUs,
-  and the two workers' processes fight over them: pinned, the whole suite takes 18% less
-  time (7:20 against 8:55, 2-core AMD EPYC, 2026-12-06).
+  and the workers' processes fight over them: with a CPU each, the whole suite takes 18%
+  less time on 2 cores (7:20 against 8:55, AMD EPYC, 2026-12-06).
   """
   del config
-  worker = os.environ.get('PYTEST_XDIST_WORKER')
-  cpus = sorted(os.sched_getaffinity(0))
-  if worker and len(cpus) > 1:
-    os.sched_setaffinity(0, {cpus[int(worker.removeprefix('gw')) % len(cpus)]})
+  share = worker_cpus(os.environ.get('PYTEST_XDIST_WORKER'),
+                      int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1')),
+                      sorted(os.sched_getaffinity(0)))
+  if share is not None:
+    os.sched_setaffinity(0, share)

@@ -42,3 +42,13 @@ def test_crashing_test_fails_the_run_promptly_with_its_name(tmp_path, runner):
   output = result.stdout + result.stderr
   assert result.returncode != 0
   assert 'test_a_crash.py' in output and 'test_dies_like_a_native_crash' in output
+
+
+def test_each_worker_gets_an_equal_share_of_the_cpus():
+  from conftest import worker_cpus  # pylint: disable=g-import-not-at-top
+  assert [worker_cpus(f'gw{i}', 2, [0, 1]) for i in range(2)] == [{0}, {1}]
+  assert [worker_cpus(f'gw{i}', 2, list(range(8))) for i in range(2)] == [
+      {0, 2, 4, 6}, {1, 3, 5, 7}]
+  assert worker_cpus('gw2', 3, [4, 5, 6, 7]) == {6}
+  assert worker_cpus(None, 1, [0, 1]) is None  # One process: `-n 0`.
+  assert worker_cpus('gw0', 2, [0]) is None  # Fewer CPUs than workers: no pinning.
