@@ -7,9 +7,9 @@ has raised, and each reports its own failure:
   TensorStore completes from its own thread finds the loop closed ("Event loop is closed"):
   Python passes both to `sys.unraisablehook`, which prints a traceback;
 - a task or future whose exception nobody retrieved is logged by asyncio's `asyncio` logger
-  at ERROR ("Task exception was never retrieved"): with the traceback of orbax's read, or,
-  for a TensorStore read that failed on its own thread, with none (the error was set on the
-  future, never raised in Python).
+  at ERROR ("Task exception was never retrieved"), with the traceback of orbax's read, of
+  asyncio's own wrapper around a TensorStore future, or none (a TensorStore error set on
+  the future, never raised in Python).
 The failure itself is already one warning line per checkpoint (`workdir.checkpoints`), so
 `quiet()` sends these to the debug log; anything else reaches the hook and the log as before.
 Orbax has no public way to wait for the abandoned reads (docs/design.md).
@@ -47,9 +47,10 @@ def is_abandoned_read(error: BaseException | None, source: object = None) -> boo
 
 
 def restore_failed() -> None:
-  """Notes that a restore failed: unretrieved errors never raised in Python are its reads'.
+  """Notes that a restore failed: from then on, asyncio's error reports are its reads'.
 
-  Nothing of the project runs asyncio; orbax's restore is what abandons futures.
+  Nothing of the project runs asyncio but orbax, and only a failed restore abandons its
+  tasks; orbax reports a failed save itself.
   """
   _failed_restores.append(True)
 
@@ -61,8 +62,7 @@ class _AsyncioRecords(pylogging.Filter):
     error = record.exc_info[1] if record.exc_info else None
     if error is None:
       return True
-    never_raised = error.__traceback__ is None
-    if is_abandoned_read(error) or (never_raised and _failed_restores):
+    if is_abandoned_read(error) or _failed_restores:
       logging.debug('An abandoned checkpoint read failed: %s', error)
       return False
     return True
