@@ -47,7 +47,6 @@ import zipfile
 import zlib
 
 import numpy as np
-from PIL import Image
 import tensorflow_datasets as tfds
 
 from input_pipeline import image_files
@@ -288,20 +287,12 @@ def decode_image(data: bytes, name: str, size: int) -> bytes | np.ndarray:
   """
   # The byte cap of `own_images.load_image` too: it decodes a JPEG with TF exactly when the
   # builder keeps its bytes, so both see the same pixels.
-  kept_bytes = tiny_imagenet.KEPT_JPEG_MAX_BYTES
-  if len(data) <= kept_bytes and tiny_imagenet.is_kept_jpeg(data, size):
+  if len(data) <= tiny_imagenet.KEPT_JPEG_MAX_BYTES and tiny_imagenet.is_kept_jpeg(data, size):
     return data
-  with image_files.open_image(
-      data, name, failure='not a readable image',
+  return tiny_imagenet.fully_decoded_image(
+      data, name, size, failure='not a readable image',
       expected=(f'an image ({", ".join(FORMATS)}): remove the file, or set skip_corrupt=True '
-                'to skip such files')) as image:
-    if (image.format == 'JPEG' and image.mode in tiny_imagenet.KEPT_MODES
-        and image.size == (size, size) and len(data) <= kept_bytes):
-      return data
-    rgb = image.convert('RGB')
-  if rgb.size != (size, size):
-    rgb = rgb.resize((size, size), Image.BILINEAR)
-  return np.asarray(rgb, dtype=np.uint8)
+                'to skip such files'))
 
 
 # --- The builder ---------------------------------------------------------------------------

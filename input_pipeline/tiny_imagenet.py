@@ -338,16 +338,22 @@ def is_kept_jpeg(data: bytes, size: int = IMAGE_SIZE) -> bool:
     return False
 
 
-def fully_decoded_image(data: bytes, name: str) -> bytes | np.ndarray:
-  """`decode_image` by a full PIL decode: the original bytes or (64, 64, 3) uint8 pixels."""
-  with image_files.open_image(
-      data, name, expected=f'a complete {IMAGE_SIZE}x{IMAGE_SIZE} JPEG image') as image:
+def fully_decoded_image(data: bytes, name: str, size: int = IMAGE_SIZE,
+                        **words: str) -> bytes | np.ndarray:
+  """`decode_image` by a full PIL decode: the original bytes or (size, size, 3) uint8 pixels.
+
+  A complete `size`x`size` RGB or grayscale JPEG of at most `KEPT_JPEG_MAX_BYTES` keeps its
+  bytes; anything else is converted to RGB and, if need be, resized (bilinear). `words`
+  (`failure`, `expected`) word a decoding error (`image_files.open_image`).
+  """
+  words.setdefault('expected', f'a complete {size}x{size} JPEG image')
+  with image_files.open_image(data, name, **words) as image:
     if (image.format == 'JPEG' and image.mode in KEPT_MODES
-        and image.size == (IMAGE_SIZE, IMAGE_SIZE) and len(data) <= KEPT_JPEG_MAX_BYTES):
+        and image.size == (size, size) and len(data) <= KEPT_JPEG_MAX_BYTES):
       return data
     rgb = image.convert('RGB')
-  if rgb.size != (IMAGE_SIZE, IMAGE_SIZE):
-    rgb = rgb.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+  if rgb.size != (size, size):
+    rgb = rgb.resize((size, size), Image.BILINEAR)
   return np.asarray(rgb, dtype=np.uint8)
 
 
